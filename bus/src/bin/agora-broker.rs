@@ -1,1 +1,91 @@
-fn main() {}
+//! `agora-broker`: the Agora broker. With no flags it serves on `tcp://127.0.0.1:7400` with
+//! its data in `./agora-data`, and prints `agora-broker ready: <endpoint>` once it serves.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agora_bus::broker::{Broker, BrokerConfig, DEFAULT_ENDPOINT};
+use anyhow::Context;
+use clap::Parser;
+
+/// The Agora broker: event bus and tuple space.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Request endpoint (the one address clients need). `tcp://127.0.0.1:*` picks a free port.
+    #[arg(long, default_value = DEFAULT_ENDPOINT, env = "AGORA_LISTEN")]
+    listen: String,
+    /// Events (XPUB) endpoint. Default: the listen port + 1.
+    #[arg(long)]
+    events: Option<String>,
+    /// Tuple space endpoint. Default: the listen port + 2.
+    #[arg(long)]
+    space: Option<String>,
+    /// Data directory (created if missing).
+    #[arg(long, default_value = "agora-data", env = "AGORA_DATA")]
+    data: PathBuf,
+    /// Largest payload accepted, in bytes.
+    #[arg(long, default_value_t = agora_bus::protocol::DEFAULT_MAX_PAYLOAD)]
+    max_payload: usize,
+    /// How long a full subscriber may hold up delivery before it misses events (e.g. 500ms).
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    slow_consumer_timeout: Duration,
+    /// Per-subscriber queue bound on the events socket, in messages.
+    #[arg(long, default_value_t = 1000)]
+    events_hwm: i32,
+    /// More logging (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let level = match args.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agora-broker: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    // Register before serving so an early signal is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install signal handlers")?;
+    let config = BrokerConfig {
+        listen: args.listen,
+        events: args.events,
+        space: args.space,
+        data_dir: args.data,
+        max_payload: args.max_payload,
+        slow_consumer_timeout: args.slow_consumer_timeout,
+        events_hwm: args.events_hwm,
+        ..BrokerConfig::default()
+    };
+    let broker = Broker::start(config).context("cannot start the broker")?;
+    println!("agora-broker ready: {}", broker.endpoint());
+    tracing::info!(
+        events = broker.events_endpoint(),
+        space = broker.space_endpoint().unwrap_or("-"),
+        "serving"
+    );
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(signal = sig, "shutting down");
+    }
+    broker.shutdown().context("broker stopped with an error")?;
+    Ok(())
+}

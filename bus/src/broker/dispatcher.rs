@@ -1,0 +1,673 @@
+//! The dispatcher thread: owns the request ROUTER and the events XPUB, and runs the broker's
+//! state machine with `zmq::poll`.
+//!
+//! Per publish: read the frames (no copy), check header/topic/size, stamp a [`Meta`], send
+//! topic + meta + the received payload message on the XPUB. The events socket runs with
+//! `ZMQ_XPUB_NODROP`, so a full subscriber queue pushes back instead of losing events; if one
+//! subscriber stays full for longer than `slow_consumer_timeout`, the broker switches the socket
+//! to lossy for a while so the others are served, and counts those sends as `dropped` (the slow
+//! subscriber's SDK sees the sequence gap).
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::{sibling_endpoint, BrokerConfig, BrokerError};
+use crate::protocol::{
+    self, ContentType, ErrorCode, Header, Hello, Meta, Op, ProtocolError, Stats, TopicStats,
+    FLAG_ACK, FLAG_CONFIRM, STATS_TOPIC, SYNC_TOPIC_PREFIX, VERSION,
+};
+use crate::topic::{validate_topic, MAX_TOPIC_LEN};
+
+/// Requests handled per poll wakeup before the loop looks at its other duties again.
+const REQUEST_BATCH: usize = 4096;
+/// The most frames a request may have; more is malformed (and is not buffered).
+const MAX_FRAMES: usize = 8;
+/// Offset carried by events that are not in the log (the broker's own `$sys` events).
+pub const UNLOGGED_OFFSET: u64 = u64::MAX;
+
+/// Per-topic state: the sequence counter and the stats counters.
+struct TopicState {
+    seq: u64,
+    events: u64,
+    events_at_tick: u64,
+    rate: f64,
+    /// Matching subscriptions, valid while `fanout_generation` equals the dispatcher's.
+    fanout: u64,
+    fanout_generation: u64,
+}
+
+impl TopicState {
+    fn new() -> TopicState {
+        TopicState {
+            seq: 0,
+            events: 0,
+            events_at_tick: 0,
+            rate: 0.0,
+            fanout: 0,
+            fanout_generation: u64::MAX,
+        }
+    }
+}
+
+/// Where the request came from and how to address the reply.
+struct ReturnPath<'a> {
+    identity: &'a [u8],
+    /// A REQ client puts an empty delimiter before the header; the reply must carry it too.
+    delimited: bool,
+}
+
+pub(super) struct Dispatcher {
+    pub(super) endpoint: String,
+    pub(super) events_endpoint: String,
+    pub(super) space_endpoint: Option<String>,
+    config: BrokerConfig,
+    router: zmq::Socket,
+    xpub: zmq::Socket,
+    doorbell: UnixStream,
+
+    next_offset: u64,
+    last_time_ns: u64,
+    topics: HashMap<Box<[u8]>, TopicState>,
+    /// Subscription prefix -> number of subscriptions (from XPUB_VERBOSER messages).
+    subscriptions: HashMap<Vec<u8>, u64>,
+    subscription_count: u64,
+    subscription_generation: u64,
+
+    /// Set while a slow subscriber has made the events socket lossy.
+    lossy_until: Option<Instant>,
+
+    started: Instant,
+    last_tick: Instant,
+    events_in: u64,
+    events_in_at_tick: u64,
+    rate_in: f64,
+    events_out: u64,
+    rejected: u64,
+    dropped: u64,
+    requests: u64,
+    stats_seq: u64,
+}
+
+fn bind(
+    sock: &zmq::Socket,
+    what: &'static str,
+    endpoint: &str,
+) -> Result<String, BrokerError> {
+    sock.bind(endpoint).map_err(|source| BrokerError::Bind {
+        what,
+        endpoint: endpoint.to_string(),
+        source,
+    })?;
+    // With `*` the real port is only known after the bind.
+    match sock.get_last_endpoint()? {
+        Ok(s) => Ok(s),
+        Err(_) => Ok(endpoint.to_string()),
+    }
+}
+
+/// Set an integer socket option the `zmq` crate has no setter for.
+fn set_raw_int_option(sock: &mut zmq::Socket, option: u32, value: i32) -> Result<(), zmq::Error> {
+    // SAFETY: the socket pointer is valid while `sock` lives; the option value is a c_int
+    // and its size is passed along, as zmq_setsockopt requires.
+    let rc = unsafe {
+        zmq_sys::zmq_setsockopt(
+            sock.as_mut_ptr(),
+            option as i32,
+            &value as *const i32 as *const libc::c_void,
+            std::mem::size_of::<i32>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        // SAFETY: zmq_errno has no preconditions.
+        Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }))
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl Dispatcher {
+    /// Create and bind the sockets.
+    pub(super) fn bind(
+        ctx: &zmq::Context,
+        config: &BrokerConfig,
+        doorbell: UnixStream,
+    ) -> Result<Dispatcher, BrokerError> {
+        let router = ctx.socket(zmq::ROUTER)?;
+        router.set_rcvhwm(config.requests_hwm)?;
+        router.set_sndhwm(config.requests_hwm)?;
+        router.set_linger(1000)?;
+        let endpoint = bind(&router, "request", &config.listen)?;
+
+        let mut xpub = ctx.socket(zmq::XPUB)?;
+        xpub.set_sndhwm(config.events_hwm)?;
+        xpub.set_linger(2000)?;
+        set_raw_int_option(&mut xpub, zmq_sys::ZMQ_XPUB_NODROP, 1)?;
+        set_raw_int_option(&mut xpub, zmq_sys::ZMQ_XPUB_VERBOSER, 1)?;
+        let events_want = match &config.events {
+            Some(e) => e.clone(),
+            None => sibling_endpoint(&config.listen, 1, "events")?,
+        };
+        let events_endpoint = bind(&xpub, "events", &events_want)?;
+
+        let now = Instant::now();
+        Ok(Dispatcher {
+            endpoint,
+            events_endpoint,
+            space_endpoint: None,
+            config: config.clone(),
+            router,
+            xpub,
+            doorbell,
+            next_offset: 0,
+            last_time_ns: 0,
+            topics: HashMap::new(),
+            subscriptions: HashMap::new(),
+            subscription_count: 0,
+            subscription_generation: 0,
+            lossy_until: None,
+            started: now,
+            last_tick: now,
+            events_in: 0,
+            events_in_at_tick: 0,
+            rate_in: 0.0,
+            events_out: 0,
+            rejected: 0,
+            dropped: 0,
+            requests: 0,
+            stats_seq: 0,
+        })
+    }
+
+    /// The state machine: poll, serve, publish stats, until the doorbell rings.
+    pub(super) fn run(mut self) -> Result<(), BrokerError> {
+        tracing::info!(
+            requests = %self.endpoint,
+            events = %self.events_endpoint,
+            "dispatcher serving"
+        );
+        let interval = self.config.stats_interval;
+        let mut next_stats = Instant::now() + interval;
+        let mut frames: Vec<zmq::Message> = Vec::with_capacity(MAX_FRAMES);
+        loop {
+            let timeout = next_stats.saturating_duration_since(Instant::now());
+            let (requests_ready, subs_ready, stop) = {
+                let mut items = [
+                    self.router.as_poll_item(zmq::POLLIN),
+                    self.xpub.as_poll_item(zmq::POLLIN),
+                    zmq::PollItem::from_fd(self.doorbell.as_raw_fd(), zmq::POLLIN),
+                ];
+                match zmq::poll(&mut items, timeout.as_millis() as i64) {
+                    Ok(_) | Err(zmq::Error::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                (
+                    items[0].is_readable(),
+                    items[1].is_readable(),
+                    items[2].is_readable(),
+                )
+            };
+            if stop {
+                break;
+            }
+            if subs_ready {
+                self.drain_subscriptions();
+            }
+            if requests_ready {
+                self.drain_requests(&mut frames)?;
+            }
+            if Instant::now() >= next_stats {
+                self.publish_stats();
+                next_stats = Instant::now() + interval;
+            }
+        }
+        self.finish();
+        Ok(())
+    }
+
+    /// Shutdown: nothing more is read; the sockets linger so queued events and replies drain.
+    fn finish(&mut self) {
+        tracing::info!(events_in = self.events_in, "dispatcher stopping");
+    }
+
+    fn drain_subscriptions(&mut self) {
+        loop {
+            let msg = match self.xpub.recv_msg(zmq::DONTWAIT) {
+                Ok(m) => m,
+                Err(zmq::Error::EAGAIN) => return,
+                Err(e) => {
+                    tracing::warn!("events socket receive failed: {e}");
+                    return;
+                }
+            };
+            let Some((&kind, prefix)) = msg.split_first() else {
+                continue;
+            };
+            match kind {
+                1 => {
+                    *self.subscriptions.entry(prefix.to_vec()).or_insert(0) += 1;
+                    self.subscription_count += 1;
+                }
+                0 => {
+                    if let Some(n) = self.subscriptions.get_mut(prefix) {
+                        *n -= 1;
+                        self.subscription_count -= 1;
+                        if *n == 0 {
+                            self.subscriptions.remove(prefix);
+                        }
+                    }
+                }
+                _ => continue,
+            }
+            self.subscription_generation += 1;
+        }
+    }
+
+    fn drain_requests(&mut self, frames: &mut Vec<zmq::Message>) -> Result<(), BrokerError> {
+        for _ in 0..REQUEST_BATCH {
+            match recv_frames(&self.router, frames) {
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) => return Ok(()),
+                Err(zmq::Error::EINTR) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+            self.requests += 1;
+            self.handle(frames);
+        }
+        Ok(())
+    }
+
+    /// Serve one request. Every failure becomes an error reply; nothing here can stop the loop.
+    fn handle(&mut self, frames: &mut Vec<zmq::Message>) {
+        if frames.len() < 2 {
+            // An identity alone: nothing to answer.
+            return;
+        }
+        let delimited = frames[1].is_empty();
+        let first = if delimited { 2 } else { 1 };
+        let Some(header_frame) = frames.get(first) else {
+            return self.error_reply(frames, delimited, 0, ErrorCode::Malformed, "no header frame");
+        };
+        let header = match Header::decode(header_frame) {
+            Ok(h) => h,
+            Err(e) => {
+                let id = Header::salvage_request_id(header_frame);
+                return self.error_reply(frames, delimited, id, e.code(), &e.to_string());
+            }
+        };
+        let body_count = frames.len() - first - 1;
+        if frames.len() > MAX_FRAMES {
+            let msg = format!("too many frames ({})", frames.len() - 1);
+            return self.error_reply(
+                frames,
+                delimited,
+                header.request_id,
+                ErrorCode::Malformed,
+                &msg,
+            );
+        }
+        let op = match header.op() {
+            Ok(op) => op,
+            Err(e) => {
+                return self.error_reply(
+                    frames,
+                    delimited,
+                    header.request_id,
+                    e.code(),
+                    &e.to_string(),
+                )
+            }
+        };
+        let expect = |expected: usize| -> Result<(), ProtocolError> {
+            if body_count == expected {
+                Ok(())
+            } else {
+                Err(ProtocolError::FrameCount {
+                    op,
+                    expected,
+                    got: body_count,
+                })
+            }
+        };
+        let result = match op {
+            Op::Publish => expect(2).map(|()| self.publish(frames, delimited, first, header)),
+            Op::Hello => expect(0).map(|()| {
+                let hello = Hello {
+                    version: VERSION,
+                    events: self.events_endpoint.clone(),
+                    space: self.space_endpoint.clone(),
+                    max_payload: self.config.max_payload as u64,
+                    max_topic: MAX_TOPIC_LEN as u64,
+                };
+                let body = protocol::encode_cbor_body(&hello);
+                self.ok_reply(frames, delimited, header.request_id, &[&body]);
+            }),
+            Op::Ping => expect(0).map(|()| {
+                self.ok_reply(frames, delimited, header.request_id, &[]);
+            }),
+            Op::Stats => expect(0).map(|()| {
+                let body = protocol::encode_cbor_body(&self.snapshot());
+                self.ok_reply(frames, delimited, header.request_id, &[&body]);
+            }),
+            Op::Sync => expect(1).and_then(|()| {
+                let token: &[u8] = &frames[first + 1];
+                if !protocol::valid_sync_token(token) {
+                    return Err(ProtocolError::Body(
+                        "sync token must be 1..=64 bytes of [A-Za-z0-9_-]".into(),
+                    ));
+                }
+                let mut topic = Vec::with_capacity(SYNC_TOPIC_PREFIX.len() + token.len());
+                topic.extend_from_slice(SYNC_TOPIC_PREFIX.as_bytes());
+                topic.extend_from_slice(token);
+                let meta = Meta {
+                    offset: UNLOGGED_OFFSET,
+                    seq: 0,
+                    time_ns: now_ns(),
+                    content_type: ContentType::Raw as u8,
+                };
+                send_event(
+                    &mut self.xpub,
+                    &mut self.lossy_until,
+                    &mut self.dropped,
+                    self.config.slow_consumer_timeout,
+                    &topic,
+                    &meta,
+                    zmq::Message::new(),
+                );
+                self.ok_reply(frames, delimited, header.request_id, &[]);
+                Ok(())
+            }),
+            Op::Ok | Op::Error => {
+                let msg = format!("op {op:?} is a reply, not a request");
+                self.error_reply(frames, delimited, header.request_id, ErrorCode::BadRequest, &msg);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            self.error_reply(frames, delimited, header.request_id, e.code(), &e.to_string());
+        }
+    }
+
+    /// The hot path: check, stamp, forward.
+    fn publish(
+        &mut self,
+        frames: &mut Vec<zmq::Message>,
+        delimited: bool,
+        first: usize,
+        header: Header,
+    ) {
+        let topic_bytes: &[u8] = &frames[first + 1];
+        if let Err(e) = validate_topic(topic_bytes) {
+            self.rejected += 1;
+            let msg = e.to_string();
+            return self.error_reply(frames, delimited, header.request_id, ErrorCode::BadTopic, &msg);
+        }
+        if topic_bytes[0] == b'$' {
+            self.rejected += 1;
+            let msg = format!(
+                "topic `{}` is reserved: topics starting with `$` belong to the broker",
+                String::from_utf8_lossy(topic_bytes)
+            );
+            return self.error_reply(frames, delimited, header.request_id, ErrorCode::BadTopic, &msg);
+        }
+        let payload_len = frames[first + 2].len();
+        if payload_len > self.config.max_payload {
+            self.rejected += 1;
+            let msg = format!(
+                "payload is {payload_len} bytes, the maximum is {} bytes",
+                self.config.max_payload
+            );
+            return self.error_reply(
+                frames,
+                delimited,
+                header.request_id,
+                ErrorCode::PayloadTooLarge,
+                &msg,
+            );
+        }
+
+        let offset = self.next_offset;
+        self.next_offset += 1;
+        self.events_in += 1;
+        let time_ns = now_ns().max(self.last_time_ns);
+        self.last_time_ns = time_ns;
+        let generation = self.subscription_generation;
+        let state = match self.topics.get_mut(topic_bytes) {
+            Some(s) => s,
+            None => self
+                .topics
+                .entry(Box::from(topic_bytes))
+                .or_insert_with(TopicState::new),
+        };
+        state.seq += 1;
+        state.events += 1;
+        let seq = state.seq;
+        if state.fanout_generation != generation {
+            state.fanout = self
+                .subscriptions
+                .iter()
+                .filter(|(prefix, _)| topic_bytes.starts_with(prefix))
+                .map(|(_, n)| *n)
+                .sum();
+            state.fanout_generation = generation;
+        }
+        self.events_out += state.fanout;
+
+        let meta = Meta {
+            offset,
+            seq,
+            time_ns,
+            content_type: header.content_type,
+        };
+        let payload = frames.pop().expect("publish has a payload frame");
+        let topic_bytes: &[u8] = &frames[first + 1];
+        send_event(
+            &mut self.xpub,
+            &mut self.lossy_until,
+            &mut self.dropped,
+            self.config.slow_consumer_timeout,
+            topic_bytes,
+            &meta,
+            payload,
+        );
+
+        if header.flags & (FLAG_ACK | FLAG_CONFIRM) != 0 {
+            let ack = protocol::encode_publish_ack(offset, seq);
+            self.ok_reply(frames, delimited, header.request_id, &[&ack]);
+        }
+    }
+
+    fn snapshot(&self) -> Stats {
+        Stats {
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            events_in: self.events_in,
+            events_out: self.events_out,
+            rejected: self.rejected,
+            dropped: self.dropped,
+            subscriptions: self.subscription_count,
+            requests: self.requests,
+            rate_in: self.rate_in,
+            topics: self
+                .topics
+                .iter()
+                .map(|(name, t)| {
+                    (
+                        String::from_utf8_lossy(name).into_owned(),
+                        TopicStats {
+                            events: t.events,
+                            seq: t.seq,
+                            rate: t.rate,
+                        },
+                    )
+                })
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    /// Update rates and publish the snapshot on `$sys.stats`.
+    fn publish_stats(&mut self) {
+        let now = Instant::now();
+        let secs = now.duration_since(self.last_tick).as_secs_f64().max(1e-3);
+        self.last_tick = now;
+        self.rate_in = (self.events_in - self.events_in_at_tick) as f64 / secs;
+        self.events_in_at_tick = self.events_in;
+        for t in self.topics.values_mut() {
+            t.rate = (t.events - t.events_at_tick) as f64 / secs;
+            t.events_at_tick = t.events;
+        }
+        let body = protocol::encode_cbor_body(&self.snapshot());
+        self.stats_seq += 1;
+        let meta = Meta {
+            offset: UNLOGGED_OFFSET,
+            seq: self.stats_seq,
+            time_ns: now_ns(),
+            content_type: ContentType::Cbor as u8,
+        };
+        send_event(
+            &mut self.xpub,
+            &mut self.lossy_until,
+            &mut self.dropped,
+            self.config.slow_consumer_timeout,
+            STATS_TOPIC.as_bytes(),
+            &meta,
+            zmq::Message::from(body),
+        );
+    }
+
+    fn ok_reply(&self, frames: &[zmq::Message], delimited: bool, request_id: u64, body: &[&[u8]]) {
+        let path = ReturnPath {
+            identity: &frames[0],
+            delimited,
+        };
+        let header = Header::new(Op::Ok, request_id).encode();
+        self.send_reply(&path, &header, body);
+    }
+
+    fn error_reply(
+        &self,
+        frames: &[zmq::Message],
+        delimited: bool,
+        request_id: u64,
+        code: ErrorCode,
+        message: &str,
+    ) {
+        tracing::debug!(?code, request_id, "error reply: {message}");
+        let path = ReturnPath {
+            identity: &frames[0],
+            delimited,
+        };
+        let header = Header::new(Op::Error, request_id).encode();
+        let code = protocol::encode_error_code(code);
+        self.send_reply(&path, &header, &[&code, message.as_bytes()]);
+    }
+
+    fn send_reply(&self, path: &ReturnPath<'_>, header: &[u8], body: &[&[u8]]) {
+        // ROUTER drops replies to peers that are gone or whose queue is full: a client that
+        // stopped reading only loses its own replies.
+        let r = (|| -> Result<(), zmq::Error> {
+            self.router.send(path.identity, zmq::SNDMORE | zmq::DONTWAIT)?;
+            if path.delimited {
+                self.router.send(&b""[..], zmq::SNDMORE | zmq::DONTWAIT)?;
+            }
+            let more = if body.is_empty() { 0 } else { zmq::SNDMORE };
+            self.router.send(header, more | zmq::DONTWAIT)?;
+            for (i, part) in body.iter().enumerate() {
+                let more = if i + 1 < body.len() { zmq::SNDMORE } else { 0 };
+                self.router.send(*part, more | zmq::DONTWAIT)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            tracing::debug!("reply not sent: {e}");
+        }
+    }
+}
+
+/// Receive one multipart message. Only the first frame can fail with EAGAIN (the rest of a
+/// multipart message arrives atomically). Frames past [`MAX_FRAMES`] are read and discarded,
+/// keeping one extra so the request is recognised as oversized.
+fn recv_frames(sock: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> Result<(), zmq::Error> {
+    frames.clear();
+    let mut flags = zmq::DONTWAIT;
+    loop {
+        let mut msg = zmq::Message::new();
+        sock.recv(&mut msg, flags)?;
+        flags = 0;
+        let more = msg.get_more();
+        if frames.len() <= MAX_FRAMES {
+            frames.push(msg);
+        }
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
+/// Send one event (topic, meta, payload) on the events socket, waiting for a full subscriber
+/// queue at most `slow_timeout` before sending past it.
+fn send_event(
+    xpub: &mut zmq::Socket,
+    lossy_until: &mut Option<Instant>,
+    dropped: &mut u64,
+    slow_timeout: Duration,
+    topic: &[u8],
+    meta: &Meta,
+    payload: zmq::Message,
+) {
+    if let Some(until) = *lossy_until {
+        if Instant::now() >= until {
+            if let Err(e) = set_raw_int_option(xpub, zmq_sys::ZMQ_XPUB_NODROP, 1) {
+                tracing::warn!("cannot restore XPUB_NODROP: {e}");
+            }
+            *lossy_until = None;
+            tracing::info!("events socket back to lossless delivery");
+        }
+    }
+    // With NODROP only the first frame of a message can be refused (EAGAIN), so it is sent
+    // from a borrowed slice and can be retried; meta and payload then always go through.
+    let mut blocked_since: Option<Instant> = None;
+    let mut backoff = Duration::from_micros(20);
+    loop {
+        match xpub.send(topic, zmq::SNDMORE | zmq::DONTWAIT) {
+            Ok(()) => break,
+            Err(zmq::Error::EAGAIN) => {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= slow_timeout {
+                    tracing::warn!(
+                        "a subscriber has been full for {slow_timeout:?}: delivering past it"
+                    );
+                    if let Err(e) = set_raw_int_option(xpub, zmq_sys::ZMQ_XPUB_NODROP, 0) {
+                        tracing::error!("cannot make events socket lossy: {e}");
+                        return;
+                    }
+                    *lossy_until = Some(Instant::now() + slow_timeout.max(Duration::from_secs(1)));
+                    continue;
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(1));
+            }
+            Err(zmq::Error::EINTR) => continue,
+            Err(e) => {
+                tracing::error!("events socket send failed: {e}");
+                return;
+            }
+        }
+    }
+    if lossy_until.is_some() {
+        *dropped += 1;
+    }
+    let r = xpub
+        .send(&meta.encode()[..], zmq::SNDMORE)
+        .and_then(|()| xpub.send(payload, 0));
+    if let Err(e) = r {
+        tracing::error!("events socket send failed mid-message: {e}");
+    }
+}

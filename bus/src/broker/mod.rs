@@ -1,0 +1,225 @@
+//! The broker: a finite-state machine with non-blocking calls, one thread owning its sockets.
+//!
+//! * [`BrokerConfig`]: endpoints, limits, data dir.
+//! * [`Broker::start`] binds the sockets (so the caller learns the real endpoints, including
+//!   ephemeral ports), then hands them to the dispatcher thread ([`dispatcher`]).
+//! * [`Broker::shutdown`] rings a doorbell the dispatcher polls; it stops accepting, flushes
+//!   and returns.
+//!
+//! The dispatcher owns the request `ROUTER` and the events `XPUB`. A publish is read as
+//! ZeroMQ messages, checked (header, topic, size), stamped with offset/sequence/time, and the
+//! same message buffers go out on the XPUB: the payload is never decoded or copied.
+
+mod dispatcher;
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::protocol::DEFAULT_MAX_PAYLOAD;
+
+/// The address clients use when they name no broker.
+pub const DEFAULT_ENDPOINT: &str = "tcp://127.0.0.1:7400";
+
+/// Everything the broker can be told; [`BrokerConfig::default`] needs nothing else.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// The request endpoint (ROUTER): the one address clients need.
+    pub listen: String,
+    /// The events endpoint (XPUB). `None`: same host as `listen`, port + 1 (or `*` when
+    /// `listen` uses `*`).
+    pub events: Option<String>,
+    /// The tuple space endpoint (ROUTER). `None`: same host as `listen`, port + 2 (or `*`).
+    pub space: Option<String>,
+    /// Where the broker keeps its state (created if missing).
+    pub data_dir: PathBuf,
+    /// Largest payload accepted, in bytes.
+    pub max_payload: usize,
+    /// How often statistics are published on `$sys.stats`.
+    pub stats_interval: Duration,
+    /// How long a subscriber whose queue is full may hold up delivery (back-pressure on
+    /// publishers) before the broker sends past it and that subscriber misses events.
+    pub slow_consumer_timeout: Duration,
+    /// Per-subscriber queue bound on the events socket (ZMQ_SNDHWM), in messages.
+    pub events_hwm: i32,
+    /// Per-client queue bound on the request socket (ZMQ_RCVHWM), in messages.
+    pub requests_hwm: i32,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: DEFAULT_ENDPOINT.to_string(),
+            events: None,
+            space: None,
+            data_dir: PathBuf::from("agora-data"),
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            stats_interval: Duration::from_secs(1),
+            slow_consumer_timeout: Duration::from_millis(500),
+            events_hwm: 1000,
+            requests_hwm: 10_000,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// A config that listens on an ephemeral loopback port with the given data dir: what
+    /// tests and embedded brokers want.
+    pub fn ephemeral(data_dir: impl Into<PathBuf>) -> BrokerConfig {
+        BrokerConfig {
+            listen: "tcp://127.0.0.1:*".to_string(),
+            data_dir: data_dir.into(),
+            ..BrokerConfig::default()
+        }
+    }
+}
+
+/// Why the broker could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot bind {what} socket to {endpoint}: {source}")]
+    Bind {
+        what: &'static str,
+        endpoint: String,
+        source: zmq::Error,
+    },
+    #[error("invalid endpoint `{0}`: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME")]
+    Endpoint(String),
+    #[error("zeromq: {0}")]
+    Zmq(#[from] zmq::Error),
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the dispatcher thread panicked")]
+    Panicked,
+}
+
+/// A running broker. Dropping it shuts it down.
+pub struct Broker {
+    endpoint: String,
+    events_endpoint: String,
+    space_endpoint: Option<String>,
+    doorbell: UnixStream,
+    thread: Option<JoinHandle<Result<(), BrokerError>>>,
+}
+
+impl Broker {
+    /// Bind the sockets and start serving on a new thread.
+    pub fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let ctx = zmq::Context::new();
+        let (doorbell, doorbell_rx) = UnixStream::pair()?;
+        doorbell_rx.set_nonblocking(true)?;
+        let parts = dispatcher::Dispatcher::bind(&ctx, &config, doorbell_rx)?;
+        let endpoint = parts.endpoint.clone();
+        let events_endpoint = parts.events_endpoint.clone();
+        let space_endpoint = parts.space_endpoint.clone();
+        let thread = std::thread::Builder::new()
+            .name("agora-dispatcher".into())
+            .spawn(move || {
+                let ctx = ctx; // the context lives as long as the dispatcher
+                let r = parts.run();
+                drop(ctx);
+                r
+            })?;
+        Ok(Broker {
+            endpoint,
+            events_endpoint,
+            space_endpoint,
+            doorbell,
+            thread: Some(thread),
+        })
+    }
+
+    /// The request endpoint, with the real port (the one address a client needs).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The events (XPUB) endpoint.
+    pub fn events_endpoint(&self) -> &str {
+        &self.events_endpoint
+    }
+
+    /// The tuple space endpoint, when the broker serves one.
+    pub fn space_endpoint(&self) -> Option<&str> {
+        self.space_endpoint.as_deref()
+    }
+
+    /// Stop accepting, flush, and wait for the dispatcher to finish.
+    pub fn shutdown(mut self) -> Result<(), BrokerError> {
+        self.stop()
+    }
+
+    /// Block until the broker stops (after [`Broker::shutdown`] from elsewhere, or an error).
+    fn stop(&mut self) -> Result<(), BrokerError> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        // A full or closed doorbell both mean the dispatcher already knows.
+        let _ = (&self.doorbell).write(&[1]);
+        thread.join().map_err(|_| BrokerError::Panicked)?
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::error!("broker stopped with an error: {e}");
+        }
+    }
+}
+
+/// Derive a sibling endpoint from the request endpoint: same transport and host, the port
+/// moved by `delta` (or `*` when the request port is ephemeral); ipc/inproc get a suffix.
+pub(crate) fn sibling_endpoint(
+    listen: &str,
+    delta: u16,
+    suffix: &str,
+) -> Result<String, BrokerError> {
+    if let Some(rest) = listen.strip_prefix("tcp://") {
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| BrokerError::Endpoint(listen.to_string()))?;
+        if port == "*" || port == "0" {
+            return Ok(format!("tcp://{host}:*"));
+        }
+        let port: u16 = port
+            .parse()
+            .map_err(|_| BrokerError::Endpoint(listen.to_string()))?;
+        let sib = port
+            .checked_add(delta)
+            .ok_or_else(|| BrokerError::Endpoint(listen.to_string()))?;
+        Ok(format!("tcp://{host}:{sib}"))
+    } else if listen.starts_with("ipc://") || listen.starts_with("inproc://") {
+        Ok(format!("{listen}-{suffix}"))
+    } else {
+        Err(BrokerError::Endpoint(listen.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sibling_endpoints() {
+        let s = sibling_endpoint("tcp://127.0.0.1:7400", 1, "events").unwrap();
+        assert_eq!(s, "tcp://127.0.0.1:7401");
+        let s = sibling_endpoint("tcp://127.0.0.1:*", 2, "space").unwrap();
+        assert_eq!(s, "tcp://127.0.0.1:*");
+        let s = sibling_endpoint("ipc:///tmp/a", 1, "events").unwrap();
+        assert_eq!(s, "ipc:///tmp/a-events");
+        assert!(sibling_endpoint("udp://x", 1, "e").is_err());
+        assert!(sibling_endpoint("tcp://127.0.0.1:65535", 1, "e").is_err());
+    }
+}

@@ -1,0 +1,473 @@
+//! The bus wire protocol: every frame the broker and its clients exchange is built and parsed
+//! here, and nowhere else. docs/PROTOCOL.md describes the same bytes for people.
+//!
+//! Two sockets carry the bus:
+//!
+//! * **Requests** (client `DEALER` → broker `ROUTER`): a multipart message whose first frame is
+//!   a 12-byte [`Header`], followed by op-specific frames. Replies come back on the same socket
+//!   with the request id echoed and op [`Op::Ok`] or [`Op::Error`].
+//! * **Events** (broker `XPUB` → client `SUB`): three frames: topic, a 32-byte [`Meta`], payload.
+//!
+//! Decoding never panics: every malformed input is a [`ProtocolError`] that the broker turns
+//! into an error reply.
+
+use std::collections::BTreeMap;
+
+/// Protocol version carried in every header and meta frame.
+pub const VERSION: u8 = 1;
+/// Length of the request/reply header frame.
+pub const HEADER_LEN: usize = 12;
+/// Length of the event metadata frame.
+pub const META_LEN: usize = 32;
+/// Default maximum payload the broker accepts (1 MiB).
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// Request and reply operation codes (header byte 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Op {
+    /// Publish an event: frames `topic`, `payload`. Flags: [`FLAG_ACK`], [`FLAG_CONFIRM`].
+    Publish = 0x01,
+    /// Ask for the broker's endpoints and limits; the reply body is a CBOR map ([`Hello`]).
+    Hello = 0x02,
+    /// No-op round trip; the reply is an empty `Ok`. Used by clients to flush.
+    Ping = 0x03,
+    /// Ask for the current statistics snapshot; the reply body is a CBOR map.
+    Stats = 0x04,
+    /// Subscription barrier: frame `token` (1..=64 bytes of `[A-Za-z0-9_-]`). The broker
+    /// publishes an empty event on `$sync.<token>` and replies `Ok`. A client that has
+    /// subscribed to `$sync.<token>` and receives that event knows every subscription it made
+    /// before on the same SUB socket is in effect at the broker.
+    Sync = 0x05,
+    /// Success reply.
+    Ok = 0x80,
+    /// Error reply: frames `code` (u16 LE) and `message` (UTF-8).
+    Error = 0x81,
+}
+
+impl Op {
+    /// The op for a header byte, if it is one this broker knows.
+    pub fn from_u8(b: u8) -> Option<Op> {
+        Some(match b {
+            0x01 => Op::Publish,
+            0x02 => Op::Hello,
+            0x03 => Op::Ping,
+            0x04 => Op::Stats,
+            0x05 => Op::Sync,
+            0x80 => Op::Ok,
+            0x81 => Op::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// Publish flag: reply `Ok` with the event's offset and sequence once it is stamped.
+pub const FLAG_ACK: u8 = 0x01;
+/// Publish flag: reply only once the event is durable in the log (implies [`FLAG_ACK`]).
+pub const FLAG_CONFIRM: u8 = 0x02;
+
+/// How a payload is encoded. The broker never looks inside; it carries the byte along.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ContentType {
+    /// CBOR (RFC 8949), what the typed SDK writes.
+    Cbor = 0,
+    /// Opaque bytes.
+    Raw = 1,
+    /// JSON text.
+    Json = 2,
+    /// UTF-8 text.
+    Text = 3,
+}
+
+impl ContentType {
+    /// The content type for a byte; unknown values are carried as [`ContentType::Raw`].
+    pub fn from_u8(b: u8) -> ContentType {
+        match b {
+            0 => ContentType::Cbor,
+            2 => ContentType::Json,
+            3 => ContentType::Text,
+            _ => ContentType::Raw,
+        }
+    }
+}
+
+/// Error codes carried in error replies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// The frames do not form a valid message (too short, wrong count, bad header).
+    Malformed = 1,
+    /// The op byte names no operation this broker serves.
+    UnknownOp = 2,
+    /// The payload is larger than the broker's maximum.
+    PayloadTooLarge = 3,
+    /// The topic is not a valid topic (see docs/PROTOCOL.md).
+    BadTopic = 4,
+    /// The header's version byte is not one this broker speaks.
+    UnsupportedVersion = 5,
+    /// The broker failed internally while serving the request.
+    Internal = 6,
+    /// The request is well formed but its arguments are invalid.
+    BadRequest = 7,
+    /// The broker is shutting down or cannot serve this now.
+    Unavailable = 8,
+}
+
+impl ErrorCode {
+    /// The code for a number; unknown numbers read as [`ErrorCode::Internal`].
+    pub fn from_u16(v: u16) -> ErrorCode {
+        match v {
+            1 => ErrorCode::Malformed,
+            2 => ErrorCode::UnknownOp,
+            3 => ErrorCode::PayloadTooLarge,
+            4 => ErrorCode::BadTopic,
+            5 => ErrorCode::UnsupportedVersion,
+            7 => ErrorCode::BadRequest,
+            8 => ErrorCode::Unavailable,
+            _ => ErrorCode::Internal,
+        }
+    }
+}
+
+/// A malformed frame or message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("header frame is {0} bytes, expected {HEADER_LEN}")]
+    HeaderLength(usize),
+    #[error("meta frame is {0} bytes, expected {META_LEN}")]
+    MetaLength(usize),
+    #[error("protocol version {0} is not supported (this side speaks {VERSION})")]
+    Version(u8),
+    #[error("unknown op 0x{0:02x}")]
+    UnknownOp(u8),
+    #[error("{op:?} expects {expected} frames after the header, got {got}")]
+    FrameCount {
+        op: Op,
+        expected: usize,
+        got: usize,
+    },
+    #[error("bad reply body: {0}")]
+    Body(String),
+}
+
+impl ProtocolError {
+    /// The error code a broker replies with for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ProtocolError::Version(_) => ErrorCode::UnsupportedVersion,
+            ProtocolError::UnknownOp(_) => ErrorCode::UnknownOp,
+            _ => ErrorCode::Malformed,
+        }
+    }
+}
+
+/// The first frame of every request and reply.
+///
+/// Layout (12 bytes): `[version u8][op u8][flags u8][content type u8][request id u64 LE]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Operation (raw byte; see [`Op`]).
+    pub op: u8,
+    /// Op-specific flags.
+    pub flags: u8,
+    /// Content type of a publish's payload ([`ContentType`]); 0 elsewhere.
+    pub content_type: u8,
+    /// Chosen by the client, echoed in the reply. 0 is allowed (the broker's replies to a
+    /// header it cannot parse also carry 0).
+    pub request_id: u64,
+}
+
+impl Header {
+    /// A header for `op` with the given request id, no flags.
+    pub fn new(op: Op, request_id: u64) -> Header {
+        Header {
+            op: op as u8,
+            flags: 0,
+            content_type: 0,
+            request_id,
+        }
+    }
+
+    /// The 12 header bytes.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0] = VERSION;
+        b[1] = self.op;
+        b[2] = self.flags;
+        b[3] = self.content_type;
+        b[4..12].copy_from_slice(&self.request_id.to_le_bytes());
+        b
+    }
+
+    /// Parse a header frame. The version is checked; the op is not (see [`Header::op`]).
+    pub fn decode(frame: &[u8]) -> Result<Header, ProtocolError> {
+        if frame.len() != HEADER_LEN {
+            return Err(ProtocolError::HeaderLength(frame.len()));
+        }
+        if frame[0] != VERSION {
+            return Err(ProtocolError::Version(frame[0]));
+        }
+        Ok(Header {
+            op: frame[1],
+            flags: frame[2],
+            content_type: frame[3],
+            request_id: u64::from_le_bytes(frame[4..12].try_into().expect("8 bytes")),
+        })
+    }
+
+    /// The request id in a frame that looks like a header but may be malformed otherwise, so
+    /// that an error reply can still name the request.
+    pub fn salvage_request_id(frame: &[u8]) -> u64 {
+        if frame.len() == HEADER_LEN {
+            u64::from_le_bytes(frame[4..12].try_into().expect("8 bytes"))
+        } else {
+            0
+        }
+    }
+
+    /// The known op, or an error naming the unknown byte.
+    pub fn op(&self) -> Result<Op, ProtocolError> {
+        Op::from_u8(self.op).ok_or(ProtocolError::UnknownOp(self.op))
+    }
+}
+
+/// The broker's stamp on an event, the second frame of every event on the events socket.
+///
+/// Layout (32 bytes): `[version u8][content type u8][6 reserved zero bytes]
+/// [offset u64 LE][topic sequence u64 LE][time: ns since the Unix epoch u64 LE]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Position in the broker's global log: strictly increasing, starting at 0.
+    pub offset: u64,
+    /// Per-topic sequence number: 1 for a topic's first event, then +1 per event.
+    pub seq: u64,
+    /// When the broker stamped the event, in nanoseconds since the Unix epoch.
+    pub time_ns: u64,
+    /// The payload's [`ContentType`] byte, as the publisher sent it.
+    pub content_type: u8,
+}
+
+impl Meta {
+    /// The 32 meta bytes.
+    #[inline]
+    pub fn encode(&self) -> [u8; META_LEN] {
+        let mut b = [0u8; META_LEN];
+        b[0] = VERSION;
+        b[1] = self.content_type;
+        b[8..16].copy_from_slice(&self.offset.to_le_bytes());
+        b[16..24].copy_from_slice(&self.seq.to_le_bytes());
+        b[24..32].copy_from_slice(&self.time_ns.to_le_bytes());
+        b
+    }
+
+    /// Parse a meta frame.
+    #[inline]
+    pub fn decode(frame: &[u8]) -> Result<Meta, ProtocolError> {
+        if frame.len() != META_LEN {
+            return Err(ProtocolError::MetaLength(frame.len()));
+        }
+        if frame[0] != VERSION {
+            return Err(ProtocolError::Version(frame[0]));
+        }
+        let u = |r: std::ops::Range<usize>| u64::from_le_bytes(frame[r].try_into().expect("8"));
+        Ok(Meta {
+            content_type: frame[1],
+            offset: u(8..16),
+            seq: u(16..24),
+            time_ns: u(24..32),
+        })
+    }
+}
+
+/// Body of an `Ok` reply to an acknowledged publish: `[offset u64 LE][topic sequence u64 LE]`.
+pub fn encode_publish_ack(offset: u64, seq: u64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&offset.to_le_bytes());
+    b[8..].copy_from_slice(&seq.to_le_bytes());
+    b
+}
+
+/// Parse the body of a publish ack into `(offset, seq)`.
+pub fn decode_publish_ack(body: &[u8]) -> Result<(u64, u64), ProtocolError> {
+    if body.len() != 16 {
+        return Err(ProtocolError::Body(format!(
+            "publish ack is {} bytes, expected 16",
+            body.len()
+        )));
+    }
+    let offset = u64::from_le_bytes(body[..8].try_into().expect("8"));
+    let seq = u64::from_le_bytes(body[8..].try_into().expect("8"));
+    Ok((offset, seq))
+}
+
+/// Body of an error reply: frame 1 is the code (u16 LE), frame 2 the message.
+pub fn encode_error_code(code: ErrorCode) -> [u8; 2] {
+    (code as u16).to_le_bytes()
+}
+
+/// Parse an error reply's frames (after the header) into a code and message.
+pub fn decode_error(frames: &[&[u8]]) -> (ErrorCode, String) {
+    let code = frames
+        .first()
+        .filter(|f| f.len() == 2)
+        .map(|f| ErrorCode::from_u16(u16::from_le_bytes([f[0], f[1]])))
+        .unwrap_or(ErrorCode::Internal);
+    let msg = frames
+        .get(1)
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .unwrap_or_else(|| "error reply without a message".to_string());
+    (code, msg)
+}
+
+/// The reply to [`Op::Hello`]: where everything else is, and the broker's limits.
+/// Encoded as a CBOR map with these field names.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Hello {
+    /// Protocol version the broker speaks.
+    pub version: u8,
+    /// The XPUB endpoint to connect a SUB socket to.
+    pub events: String,
+    /// The tuple space's ROUTER endpoint, if the broker serves a space.
+    pub space: Option<String>,
+    /// Largest payload accepted, in bytes.
+    pub max_payload: u64,
+    /// Longest topic accepted, in bytes.
+    pub max_topic: u64,
+}
+
+/// Encode a serde value as a CBOR reply body (HELLO, STATS).
+pub fn encode_cbor_body<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    // Writing into a Vec cannot fail; a serialization error here means a broker bug.
+    if let Err(e) = ciborium::into_writer(value, &mut out) {
+        tracing::error!("cannot encode reply body: {e}");
+        out.clear();
+    }
+    out
+}
+
+/// Decode a CBOR reply body.
+pub fn decode_cbor_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ProtocolError> {
+    ciborium::from_reader(body).map_err(|e| ProtocolError::Body(e.to_string()))
+}
+
+/// The statistics snapshot: the body of a STATS reply and of every `$sys.stats` event.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    /// Seconds since the broker started.
+    pub uptime_s: f64,
+    /// Events accepted and stamped since start.
+    pub events_in: u64,
+    /// Event deliveries: for each event, the number of subscriptions whose prefix matched.
+    pub events_out: u64,
+    /// Publishes refused (oversize, bad topic, malformed).
+    pub rejected: u64,
+    /// Events sent while a slow subscriber's queue was full (it missed them; its SDK sees
+    /// a sequence gap).
+    pub dropped: u64,
+    /// Active ZeroMQ subscriptions on the events socket.
+    pub subscriptions: u64,
+    /// Requests served on the request socket (all ops).
+    pub requests: u64,
+    /// Events per second over the last interval, all topics.
+    pub rate_in: f64,
+    /// Per-topic counters, for topics with traffic.
+    pub topics: BTreeMap<String, TopicStats>,
+}
+
+/// Per-topic counters in [`Stats`].
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TopicStats {
+    /// Events published on the topic since start.
+    pub events: u64,
+    /// Last sequence number stamped.
+    pub seq: u64,
+    /// Events per second over the last interval.
+    pub rate: f64,
+}
+
+/// Prefix of the topics SYNC barriers are published on.
+pub const SYNC_TOPIC_PREFIX: &str = "$sync.";
+
+/// Whether `token` is an acceptable SYNC token.
+pub fn valid_sync_token(token: &[u8]) -> bool {
+    !token.is_empty()
+        && token.len() <= 64
+        && token
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+}
+
+/// The topic the broker publishes its statistics on, once a second.
+pub const STATS_TOPIC: &str = "$sys.stats";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip() {
+        let h = Header {
+            op: Op::Publish as u8,
+            flags: FLAG_ACK,
+            content_type: ContentType::Json as u8,
+            request_id: 0x0102_0304_0506_0708,
+        };
+        let b = h.encode();
+        assert_eq!(b[0], VERSION);
+        assert_eq!(&b[4..12], &[8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(Header::decode(&b).unwrap(), h);
+    }
+
+    #[test]
+    fn header_errors() {
+        assert_eq!(Header::decode(b"short"), Err(ProtocolError::HeaderLength(5)));
+        let mut b = Header::new(Op::Ping, 7).encode();
+        b[0] = 9;
+        assert_eq!(Header::decode(&b), Err(ProtocolError::Version(9)));
+        assert_eq!(Header::salvage_request_id(&b), 7);
+        let mut b = Header::new(Op::Ping, 7).encode();
+        b[1] = 0x55;
+        let h = Header::decode(&b).unwrap();
+        assert_eq!(h.op(), Err(ProtocolError::UnknownOp(0x55)));
+    }
+
+    #[test]
+    fn meta_round_trip() {
+        let m = Meta {
+            offset: 42,
+            seq: 7,
+            time_ns: 1_700_000_000_000_000_000,
+            content_type: 0,
+        };
+        assert_eq!(Meta::decode(&m.encode()).unwrap(), m);
+        assert_eq!(Meta::decode(&[1; 31]), Err(ProtocolError::MetaLength(31)));
+    }
+
+    #[test]
+    fn ack_and_error_bodies() {
+        assert_eq!(decode_publish_ack(&encode_publish_ack(5, 9)).unwrap(), (5, 9));
+        assert!(decode_publish_ack(&[0; 3]).is_err());
+        let code = encode_error_code(ErrorCode::PayloadTooLarge);
+        let (c, m) = decode_error(&[&code, b"too big"]);
+        assert_eq!(c, ErrorCode::PayloadTooLarge);
+        assert_eq!(m, "too big");
+        let (c, _) = decode_error(&[]);
+        assert_eq!(c, ErrorCode::Internal);
+    }
+
+    #[test]
+    fn hello_cbor_round_trip() {
+        let h = Hello {
+            version: 1,
+            events: "tcp://127.0.0.1:5555".into(),
+            space: None,
+            max_payload: 10,
+            max_topic: 255,
+        };
+        let b = encode_cbor_body(&h);
+        assert_eq!(decode_cbor_body::<Hello>(&b).unwrap(), h);
+        assert!(decode_cbor_body::<Hello>(b"\xff\x00").is_err());
+    }
+}
