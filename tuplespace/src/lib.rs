@@ -5,5 +5,5 @@
 pub mod template;
 pub mod value;
 
-pub use template::{Field, Kind, Number, Template};
-pub use value::{Tuple, Value};
+pub use template::{re, range, Field, Kind, Number, Template, TemplateBuilder};
+pub use value::{ModelError, Tuple, Value};
