@@ -1,1 +1,98 @@
-//! Shared helpers for examples and tests.
+//! # agora-examples
+//!
+//! Helpers shared by the runnable examples (`examples/`) and the integration tests
+//! (`tests/`): start an embedded broker on an ephemeral loopback port with its own temp
+//! data dir, or use the one `AGORA_BROKER` names.
+//!
+//! # Layout
+//!
+//! * [`TestBroker`]: an in-process broker with a temp data dir, shut down on drop.
+//! * [`broker_or_embedded`]: what every example calls first.
+//! * [`wait_until`]: poll a condition with a deadline (tests never sleep to synchronise).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use agora_bus::broker::{Broker, BrokerConfig};
+
+/// An in-process broker on ephemeral loopback ports with a temporary data dir.
+pub struct TestBroker {
+    broker: Option<Broker>,
+    dir: tempfile::TempDir,
+}
+
+impl TestBroker {
+    /// Start a broker with default settings.
+    pub fn start() -> TestBroker {
+        TestBroker::start_with(|_| {})
+    }
+
+    /// Start a broker, letting `tweak` adjust the config (its data dir is already set).
+    pub fn start_with(tweak: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = BrokerConfig::ephemeral(dir.path());
+        tweak(&mut config);
+        let broker = Broker::start(config).expect("broker starts");
+        TestBroker {
+            broker: Some(broker),
+            dir,
+        }
+    }
+
+    /// The request endpoint clients connect to.
+    pub fn endpoint(&self) -> String {
+        self.broker().endpoint().to_string()
+    }
+
+    /// The running broker.
+    pub fn broker(&self) -> &Broker {
+        self.broker.as_ref().expect("broker running")
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Stop the broker and start it again on the same endpoints and data dir.
+    pub fn restart(&mut self, tweak: impl FnOnce(&mut BrokerConfig)) {
+        let old = self.broker.take().expect("broker running");
+        let mut config = BrokerConfig::ephemeral(self.dir.path());
+        config.listen = old.endpoint().to_string();
+        config.events = Some(old.events_endpoint().to_string());
+        config.space = old.space_endpoint().map(str::to_string);
+        old.shutdown().expect("clean shutdown");
+        tweak(&mut config);
+        self.broker = Some(Broker::start(config).expect("broker restarts"));
+    }
+}
+
+/// The broker an example should use: the one `AGORA_BROKER` names, or a fresh embedded one
+/// (returned so it lives as long as the example needs it).
+pub fn broker_or_embedded() -> (String, Option<TestBroker>) {
+    match std::env::var("AGORA_BROKER") {
+        Ok(ep) if !ep.is_empty() => (ep, None),
+        _ => {
+            let b = TestBroker::start();
+            (b.endpoint(), Some(b))
+        }
+    }
+}
+
+/// Poll `cond` until it returns true or `timeout` passes; returns whether it became true.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

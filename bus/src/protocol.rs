@@ -142,11 +142,7 @@ pub enum ProtocolError {
     #[error("unknown op 0x{0:02x}")]
     UnknownOp(u8),
     #[error("{op:?} expects {expected} frames after the header, got {got}")]
-    FrameCount {
-        op: Op,
-        expected: usize,
-        got: usize,
-    },
+    FrameCount { op: Op, expected: usize, got: usize },
     #[error("bad reply body: {0}")]
     Body(String),
 }
@@ -234,10 +230,13 @@ impl Header {
 
 /// The broker's stamp on an event, the second frame of every event on the events socket.
 ///
-/// Layout (32 bytes): `[version u8][content type u8][6 reserved zero bytes]
+/// Layout (32 bytes): `[version u8][content type u8][kind u8][5 reserved zero bytes]
 /// [offset u64 LE][topic sequence u64 LE][time: ns since the Unix epoch u64 LE]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Meta {
+    /// [`KIND_EVENT`] for events; [`KIND_BEACON`] for sequence beacons (no payload, not an
+    /// event: `seq` is the topic's latest sequence, so a subscriber behind it missed events).
+    pub kind: u8,
     /// Position in the broker's global log: strictly increasing, starting at 0.
     pub offset: u64,
     /// Per-topic sequence number: 1 for a topic's first event, then +1 per event.
@@ -255,6 +254,7 @@ impl Meta {
         let mut b = [0u8; META_LEN];
         b[0] = VERSION;
         b[1] = self.content_type;
+        b[2] = self.kind;
         b[8..16].copy_from_slice(&self.offset.to_le_bytes());
         b[16..24].copy_from_slice(&self.seq.to_le_bytes());
         b[24..32].copy_from_slice(&self.time_ns.to_le_bytes());
@@ -273,12 +273,19 @@ impl Meta {
         let u = |r: std::ops::Range<usize>| u64::from_le_bytes(frame[r].try_into().expect("8"));
         Ok(Meta {
             content_type: frame[1],
+            kind: frame[2],
             offset: u(8..16),
             seq: u(16..24),
             time_ns: u(24..32),
         })
     }
 }
+
+/// Meta kind of an ordinary event.
+pub const KIND_EVENT: u8 = 0;
+/// Meta kind of a sequence beacon: sent on a topic after traffic, with the topic's latest
+/// sequence and an empty payload, so subscribers detect events lost at the tail of a burst.
+pub const KIND_BEACON: u8 = 1;
 
 /// Body of an `Ok` reply to an acknowledged publish: `[offset u64 LE][topic sequence u64 LE]`.
 pub fn encode_publish_ack(offset: u64, seq: u64) -> [u8; 16] {
@@ -422,7 +429,10 @@ mod tests {
 
     #[test]
     fn header_errors() {
-        assert_eq!(Header::decode(b"short"), Err(ProtocolError::HeaderLength(5)));
+        assert_eq!(
+            Header::decode(b"short"),
+            Err(ProtocolError::HeaderLength(5))
+        );
         let mut b = Header::new(Op::Ping, 7).encode();
         b[0] = 9;
         assert_eq!(Header::decode(&b), Err(ProtocolError::Version(9)));
@@ -436,6 +446,7 @@ mod tests {
     #[test]
     fn meta_round_trip() {
         let m = Meta {
+            kind: KIND_BEACON,
             offset: 42,
             seq: 7,
             time_ns: 1_700_000_000_000_000_000,
@@ -447,7 +458,10 @@ mod tests {
 
     #[test]
     fn ack_and_error_bodies() {
-        assert_eq!(decode_publish_ack(&encode_publish_ack(5, 9)).unwrap(), (5, 9));
+        assert_eq!(
+            decode_publish_ack(&encode_publish_ack(5, 9)).unwrap(),
+            (5, 9)
+        );
         assert!(decode_publish_ack(&[0; 3]).is_err());
         let code = encode_error_code(ErrorCode::PayloadTooLarge);
         let (c, m) = decode_error(&[&code, b"too big"]);

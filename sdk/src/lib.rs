@@ -1,1 +1,50 @@
-//! placeholder
+//! # agora
+//!
+//! The Agora client SDK (async, tokio): publish typed events, subscribe with topic filters,
+//! and coordinate through the tuple space. The `agora` terminal tool is built on it.
+//!
+//! # Layout
+//!
+//! * [`Client`] (client.rs): the cheap `Clone` handle: [`Client::connect`],
+//!   [`Client::publish`], [`Client::subscribe`], [`Client::stats`].
+//! * [`Subscription`] / [`RawSubscription`] (subscription.rs): streams of [`Event`]s with gap
+//!   detection.
+//! * io.rs: the one thread that owns the client's ZeroMQ sockets; handles talk to it over a
+//!   channel.
+//! * [`Error`] (error.rs): one enum for every failure, to match on.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use futures_util::StreamExt;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Debug)]
+//! struct Order { id: u64, item: String }
+//!
+//! # async fn demo() -> agora::Result<()> {
+//! let client = agora::Client::connect("tcp://127.0.0.1:7400").await?;
+//! let mut orders = client.subscribe::<Order>("shop.orders.>").await?;
+//! client.publish("shop.orders.eu", &Order { id: 1, item: "tea".into() }).await?;
+//! while let Some(item) = orders.next().await {
+//!     match item {
+//!         Ok(ev) => println!("{} offset={} {:?}", ev.topic, ev.offset, ev.payload),
+//!         Err(e) => eprintln!("{e}"), // a gap or an event that is not an Order
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod error;
+mod io;
+mod subscription;
+
+pub use agora_bus::protocol::{ContentType, Stats, TopicStats};
+pub use agora_bus::topic::{Filter, Topic};
+pub use client::{Client, ClientOptions};
+pub use error::{Error, Result};
+pub use subscription::{Event, RawEvent, RawSubscription, Subscription};
+
+/// The broker endpoint used when none is given (`AGORA_BROKER` overrides it in the CLI).
+pub const DEFAULT_BROKER: &str = agora_bus::broker::DEFAULT_ENDPOINT;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::{sibling_endpoint, BrokerConfig, BrokerError};
 use crate::protocol::{
     self, ContentType, ErrorCode, Header, Hello, Meta, Op, ProtocolError, Stats, TopicStats,
-    FLAG_ACK, FLAG_CONFIRM, STATS_TOPIC, SYNC_TOPIC_PREFIX, VERSION,
+    FLAG_ACK, FLAG_CONFIRM, KIND_BEACON, KIND_EVENT, STATS_TOPIC, SYNC_TOPIC_PREFIX, VERSION,
 };
 use crate::topic::{validate_topic, MAX_TOPIC_LEN};
 
@@ -36,6 +36,8 @@ struct TopicState {
     /// Matching subscriptions, valid while `fanout_generation` equals the dispatcher's.
     fanout: u64,
     fanout_generation: u64,
+    /// The sequence the last delivered beacon carried.
+    beaconed_seq: u64,
 }
 
 impl TopicState {
@@ -47,6 +49,7 @@ impl TopicState {
             rate: 0.0,
             fanout: 0,
             fanout_generation: u64::MAX,
+            beaconed_seq: 0,
         }
     }
 }
@@ -90,11 +93,7 @@ pub(super) struct Dispatcher {
     stats_seq: u64,
 }
 
-fn bind(
-    sock: &zmq::Socket,
-    what: &'static str,
-    endpoint: &str,
-) -> Result<String, BrokerError> {
+fn bind(sock: &zmq::Socket, what: &'static str, endpoint: &str) -> Result<String, BrokerError> {
     sock.bind(endpoint).map_err(|source| BrokerError::Bind {
         what,
         endpoint: endpoint.to_string(),
@@ -294,7 +293,13 @@ impl Dispatcher {
         let delimited = frames[1].is_empty();
         let first = if delimited { 2 } else { 1 };
         let Some(header_frame) = frames.get(first) else {
-            return self.error_reply(frames, delimited, 0, ErrorCode::Malformed, "no header frame");
+            return self.error_reply(
+                frames,
+                delimited,
+                0,
+                ErrorCode::Malformed,
+                "no header frame",
+            );
         };
         let header = match Header::decode(header_frame) {
             Ok(h) => h,
@@ -368,6 +373,7 @@ impl Dispatcher {
                 topic.extend_from_slice(SYNC_TOPIC_PREFIX.as_bytes());
                 topic.extend_from_slice(token);
                 let meta = Meta {
+                    kind: KIND_EVENT,
                     offset: UNLOGGED_OFFSET,
                     seq: 0,
                     time_ns: now_ns(),
@@ -387,12 +393,24 @@ impl Dispatcher {
             }),
             Op::Ok | Op::Error => {
                 let msg = format!("op {op:?} is a reply, not a request");
-                self.error_reply(frames, delimited, header.request_id, ErrorCode::BadRequest, &msg);
+                self.error_reply(
+                    frames,
+                    delimited,
+                    header.request_id,
+                    ErrorCode::BadRequest,
+                    &msg,
+                );
                 Ok(())
             }
         };
         if let Err(e) = result {
-            self.error_reply(frames, delimited, header.request_id, e.code(), &e.to_string());
+            self.error_reply(
+                frames,
+                delimited,
+                header.request_id,
+                e.code(),
+                &e.to_string(),
+            );
         }
     }
 
@@ -408,7 +426,13 @@ impl Dispatcher {
         if let Err(e) = validate_topic(topic_bytes) {
             self.rejected += 1;
             let msg = e.to_string();
-            return self.error_reply(frames, delimited, header.request_id, ErrorCode::BadTopic, &msg);
+            return self.error_reply(
+                frames,
+                delimited,
+                header.request_id,
+                ErrorCode::BadTopic,
+                &msg,
+            );
         }
         if topic_bytes[0] == b'$' {
             self.rejected += 1;
@@ -416,7 +440,13 @@ impl Dispatcher {
                 "topic `{}` is reserved: topics starting with `$` belong to the broker",
                 String::from_utf8_lossy(topic_bytes)
             );
-            return self.error_reply(frames, delimited, header.request_id, ErrorCode::BadTopic, &msg);
+            return self.error_reply(
+                frames,
+                delimited,
+                header.request_id,
+                ErrorCode::BadTopic,
+                &msg,
+            );
         }
         let payload_len = frames[first + 2].len();
         if payload_len > self.config.max_payload {
@@ -462,6 +492,7 @@ impl Dispatcher {
         self.events_out += state.fanout;
 
         let meta = Meta {
+            kind: KIND_EVENT,
             offset,
             seq,
             time_ns,
@@ -523,9 +554,11 @@ impl Dispatcher {
             t.rate = (t.events - t.events_at_tick) as f64 / secs;
             t.events_at_tick = t.events;
         }
+        self.send_beacons();
         let body = protocol::encode_cbor_body(&self.snapshot());
         self.stats_seq += 1;
         let meta = Meta {
+            kind: KIND_EVENT,
             offset: UNLOGGED_OFFSET,
             seq: self.stats_seq,
             time_ns: now_ns(),
@@ -540,6 +573,37 @@ impl Dispatcher {
             &meta,
             zmq::Message::from(body),
         );
+    }
+
+    /// For every topic whose sequence moved since its last beacon, send a beacon carrying the
+    /// latest sequence. A beacon sent while the socket is lossy may itself be lost, so it only
+    /// counts as delivered when sent losslessly.
+    fn send_beacons(&mut self) {
+        let time_ns = now_ns();
+        for (topic, state) in self.topics.iter_mut() {
+            if state.seq == state.beaconed_seq {
+                continue;
+            }
+            let meta = Meta {
+                kind: KIND_BEACON,
+                offset: UNLOGGED_OFFSET,
+                seq: state.seq,
+                time_ns,
+                content_type: ContentType::Raw as u8,
+            };
+            send_event(
+                &mut self.xpub,
+                &mut self.lossy_until,
+                &mut self.dropped,
+                self.config.slow_consumer_timeout,
+                topic,
+                &meta,
+                zmq::Message::new(),
+            );
+            if self.lossy_until.is_none() {
+                state.beaconed_seq = state.seq;
+            }
+        }
     }
 
     fn ok_reply(&self, frames: &[zmq::Message], delimited: bool, request_id: u64, body: &[&[u8]]) {
@@ -573,7 +637,8 @@ impl Dispatcher {
         // ROUTER drops replies to peers that are gone or whose queue is full: a client that
         // stopped reading only loses its own replies.
         let r = (|| -> Result<(), zmq::Error> {
-            self.router.send(path.identity, zmq::SNDMORE | zmq::DONTWAIT)?;
+            self.router
+                .send(path.identity, zmq::SNDMORE | zmq::DONTWAIT)?;
             if path.delimited {
                 self.router.send(&b""[..], zmq::SNDMORE | zmq::DONTWAIT)?;
             }

@@ -1,0 +1,250 @@
+//! [`Client`]: the cheap, cloneable handle apps use to publish and subscribe.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_bus::protocol::{self, ContentType, Hello, Op, Stats, FLAG_ACK};
+use agora_bus::topic::{validate_topic, Filter};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+use crate::io::{self, Command, IoHandle};
+use crate::subscription::{RawSubscription, Subscription};
+
+/// How a client connects; [`ClientOptions::default`] suits most apps.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// How long `connect` waits for the broker's HELLO reply.
+    pub connect_timeout: Duration,
+    /// How long a request waits for its reply before failing with [`Error::Timeout`].
+    pub request_timeout: Duration,
+    /// Batches of events buffered per subscription before the client stops reading (and the
+    /// broker pushes back). Each batch holds up to 512 events.
+    pub subscription_buffer: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            subscription_buffer: 64,
+        }
+    }
+}
+
+pub(crate) struct ClientInner {
+    pub(crate) io: IoHandle,
+    pub(crate) hello: Hello,
+    pub(crate) endpoint: String,
+    options: ClientOptions,
+    next_subscription: AtomicU64,
+}
+
+/// A connection to an Agora broker. Cloning is cheap: clones share one I/O thread and its
+/// sockets.
+///
+/// ```no_run
+/// # async fn demo() -> agora::Result<()> {
+/// use futures_util::StreamExt;
+///
+/// #[derive(serde::Serialize, serde::Deserialize, Debug)]
+/// struct Reading { celsius: f64 }
+///
+/// let client = agora::Client::connect("tcp://127.0.0.1:7400").await?;
+/// let mut temps = client.subscribe::<Reading>("sensors.*.temp").await?;
+/// client.publish("sensors.kitchen.temp", &Reading { celsius: 21.5 }).await?;
+/// if let Some(Ok(event)) = temps.next().await {
+///     println!("{} #{}: {:?}", event.topic, event.seq, event.payload);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.inner.endpoint)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connect to the broker at `endpoint` (e.g. `tcp://127.0.0.1:7400`) with default options.
+    pub async fn connect(endpoint: &str) -> Result<Client> {
+        Client::connect_with(endpoint, ClientOptions::default()).await
+    }
+
+    /// Connect with explicit [`ClientOptions`].
+    pub async fn connect_with(endpoint: &str, options: ClientOptions) -> Result<Client> {
+        let ctx = zmq::Context::new();
+        let (io, events_tx) = io::spawn(&ctx, endpoint, options.request_timeout)?;
+        let hello_req = io::request(&io, Op::Hello, 0, 0, Vec::new());
+        let frames = match tokio::time::timeout(options.connect_timeout, hello_req).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::Connect {
+                    endpoint: endpoint.to_string(),
+                    timeout: options.connect_timeout,
+                })
+            }
+        };
+        let hello: Hello = io::cbor_body(&frames)?;
+        // The I/O thread connects its SUB socket once it knows where events are served.
+        let _ = events_tx.send(hello.events.clone());
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                io,
+                hello,
+                endpoint: endpoint.to_string(),
+                options,
+                next_subscription: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// The endpoint this client was connected with.
+    pub fn endpoint(&self) -> &str {
+        &self.inner.endpoint
+    }
+
+    /// What the broker said about itself at connect time (endpoints, limits).
+    pub fn broker_info(&self) -> &Hello {
+        &self.inner.hello
+    }
+
+    /// Publish `event` (any `Serialize` type, encoded as CBOR) on `topic`.
+    ///
+    /// Returns once the event is queued for the broker (fire-and-forget). The topic and size
+    /// are checked here; anything the broker still refuses is reported by [`Client::flush`].
+    pub async fn publish<T: Serialize + ?Sized>(&self, topic: &str, event: &T) -> Result<()> {
+        let payload = encode(event)?;
+        self.publish_raw(topic, payload, ContentType::Cbor).await
+    }
+
+    /// Publish already-encoded bytes with the given content type.
+    pub async fn publish_raw(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        content_type: ContentType,
+    ) -> Result<()> {
+        self.check(topic, &payload)?;
+        self.inner
+            .io
+            .send(Command::Request {
+                op: Op::Publish,
+                flags: 0,
+                content_type: content_type as u8,
+                frames: vec![topic.as_bytes().to_vec(), payload],
+                reply: None,
+            })
+            .await
+    }
+
+    /// Publish and wait for the broker's acknowledgement; returns the event's `(offset, seq)`.
+    pub async fn publish_acked<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &T,
+    ) -> Result<(u64, u64)> {
+        let payload = encode(event)?;
+        self.publish_raw_acked(topic, payload, ContentType::Cbor)
+            .await
+    }
+
+    /// [`Client::publish_acked`] for already-encoded bytes.
+    pub async fn publish_raw_acked(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        content_type: ContentType,
+    ) -> Result<(u64, u64)> {
+        self.check(topic, &payload)?;
+        let frames = io::request(
+            &self.inner.io,
+            Op::Publish,
+            FLAG_ACK,
+            content_type as u8,
+            vec![topic.as_bytes().to_vec(), payload],
+        )
+        .await?;
+        let body = frames.first().map(|f| &f[..]).unwrap_or(&[]);
+        Ok(protocol::decode_publish_ack(body)?)
+    }
+
+    fn check(&self, topic: &str, payload: &[u8]) -> Result<()> {
+        validate_topic(topic.as_bytes())?;
+        let max = self.inner.hello.max_payload as usize;
+        if payload.len() > max {
+            return Err(Error::PayloadTooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Wait until everything published so far has reached the broker, and report the first
+    /// error the broker returned for a fire-and-forget publish since the last flush.
+    pub async fn flush(&self) -> Result<()> {
+        io::request(&self.inner.io, Op::Ping, 0, 0, Vec::new()).await?;
+        let pending = self
+            .inner
+            .io
+            .async_error
+            .lock()
+            .ok()
+            .and_then(|mut e| e.take());
+        match pending {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The broker's statistics now.
+    pub async fn stats(&self) -> Result<Stats> {
+        let frames = io::request(&self.inner.io, Op::Stats, 0, 0, Vec::new()).await?;
+        io::cbor_body(&frames)
+    }
+
+    /// Subscribe to events matching `filter`, decoded as `T`.
+    ///
+    /// Resolves once the broker delivers to this subscription: every event published after
+    /// this returns reaches the stream (or shows up as a [`Error::Gap`]).
+    pub async fn subscribe<T: DeserializeOwned>(&self, filter: &str) -> Result<Subscription<T>> {
+        Ok(Subscription::new(self.subscribe_raw(filter).await?))
+    }
+
+    /// Subscribe to events matching `filter` without decoding them (for tools).
+    pub async fn subscribe_raw(&self, filter: &str) -> Result<RawSubscription> {
+        let filter = Filter::new(filter)?;
+        let id = self.inner.next_subscription.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.inner.options.subscription_buffer.max(1));
+        let (done_tx, done_rx) = oneshot::channel();
+        self.inner
+            .io
+            .send(Command::Subscribe {
+                id,
+                filter,
+                tx,
+                done: done_tx,
+            })
+            .await?;
+        done_rx.await.map_err(|_| Error::Closed)??;
+        Ok(RawSubscription::new(id, rx, self.inner.clone()))
+    }
+}
+
+/// Encode a value as CBOR.
+pub(crate) fn encode<T: Serialize + ?Sized>(event: &T) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(64);
+    ciborium::into_writer(event, &mut buf).map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(buf)
+}

@@ -1,0 +1,96 @@
+//! The SDK's error type: one enum callers can match on.
+
+use agora_bus::protocol::ErrorCode;
+
+/// Everything an SDK call or a subscription item can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No broker answered at the endpoint in time.
+    #[error("no broker answered at {endpoint} within {timeout:?}")]
+    Connect {
+        /// The endpoint tried.
+        endpoint: String,
+        /// How long the client waited.
+        timeout: std::time::Duration,
+    },
+    /// A request got no reply in time (the broker may be down or restarting).
+    #[error("{what} timed out after {timeout:?}")]
+    Timeout {
+        /// The operation that timed out.
+        what: &'static str,
+        /// The deadline that passed.
+        timeout: std::time::Duration,
+    },
+    /// The broker refused the request.
+    #[error("broker error ({code:?}): {message}")]
+    Broker {
+        /// The error code from the reply.
+        code: ErrorCode,
+        /// The broker's message.
+        message: String,
+    },
+    /// The topic is not a valid topic.
+    #[error("invalid topic: {0}")]
+    Topic(#[from] agora_bus::topic::TopicError),
+    /// The filter is not a valid filter.
+    #[error("invalid filter: {0}")]
+    Filter(#[from] agora_bus::topic::FilterError),
+    /// The payload is larger than the broker accepts.
+    #[error("payload is {size} bytes, the broker accepts at most {max}")]
+    PayloadTooLarge {
+        /// Encoded payload size.
+        size: usize,
+        /// The broker's limit (from HELLO).
+        max: usize,
+    },
+    /// The event could not be encoded as CBOR.
+    #[error("cannot encode event: {0}")]
+    Encode(String),
+    /// An event did not decode as the subscription's type. The stream goes on.
+    #[error("event on `{topic}` at offset {offset} does not decode: {message}")]
+    Decode {
+        /// The event's topic.
+        topic: String,
+        /// The event's offset in the broker's log.
+        offset: u64,
+        /// What the decoder said.
+        message: String,
+    },
+    /// The subscriber missed events on a topic (its sequence numbers jumped).
+    #[error(
+        "missed {missed} event(s) on `{topic}` (sequence {expected} expected, {got} received)"
+    )]
+    Gap {
+        /// The topic with the gap.
+        topic: String,
+        /// How many events were missed.
+        missed: u64,
+        /// The sequence number that should have come next.
+        expected: u64,
+        /// The sequence number that came.
+        got: u64,
+    },
+    /// A reply or event broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] agora_bus::protocol::ProtocolError),
+    /// The client's I/O thread is gone (the client was closed or failed).
+    #[error("client is closed")]
+    Closed,
+    /// ZeroMQ failed.
+    #[error("zeromq: {0}")]
+    Zmq(#[from] zmq::Error),
+    /// An operating-system error.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Build an [`Error::Broker`] from an error reply's frames.
+    pub(crate) fn from_reply(frames: &[&[u8]]) -> Error {
+        let (code, message) = agora_bus::protocol::decode_error(frames);
+        Error::Broker { code, message }
+    }
+}
+
+/// `Result` with the SDK's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,645 @@
+//! The I/O thread: the one owner of a client's ZeroMQ sockets.
+//!
+//! Async handles send [`Command`]s over a bounded tokio channel (so publishers feel
+//! back-pressure) and ring a doorbell only when the thread is parked in `zmq::poll`. The
+//! thread writes requests to the DEALER, matches replies to waiting callers by request id,
+//! reads events from the SUB and hands them to subscriptions in batches.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agora_bus::protocol::{self, Header, Meta, Op, SYNC_TOPIC_PREFIX};
+use agora_bus::topic::Filter;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+
+/// Events handed to a subscription per channel message, at most.
+const EVENT_BATCH: usize = 512;
+/// Commands taken from the channel per loop turn, at most.
+const COMMAND_BATCH: usize = 1024;
+/// Messages of ZeroMQ's size limit for inline (no allocation) messages.
+const ZMQ_VSM: usize = 33;
+
+/// The payload of a received event: the ZeroMQ message itself when only one subscription
+/// wants it, a copy otherwise.
+pub(crate) enum PayloadBuf {
+    Zmq(zmq::Message),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for PayloadBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            PayloadBuf::Zmq(m) => m,
+            PayloadBuf::Owned(v) => v,
+        }
+    }
+}
+
+/// One event as it came off the wire.
+pub(crate) struct WireEvent {
+    pub topic: String,
+    pub meta: Meta,
+    pub payload: PayloadBuf,
+}
+
+/// A reply: the frames after the header.
+pub(crate) type ReplyFrames = Vec<zmq::Message>;
+type ReplyTx = oneshot::Sender<Result<ReplyFrames>>;
+
+/// What handles ask the I/O thread to do.
+pub(crate) enum Command {
+    /// Send a request; `reply` gets the reply frames (or the error reply as an `Err`).
+    /// Without `reply`, no reply is expected on success (fire-and-forget publish); an error
+    /// reply is recorded as the client's last asynchronous error.
+    Request {
+        op: Op,
+        flags: u8,
+        content_type: u8,
+        frames: Vec<Vec<u8>>,
+        reply: Option<ReplyTx>,
+    },
+    /// Start delivering events matching `filter` to `tx`, then answer `done` once the broker
+    /// provably delivers to this subscription.
+    Subscribe {
+        id: u64,
+        filter: Filter,
+        tx: mpsc::Sender<Vec<WireEvent>>,
+        done: oneshot::Sender<Result<()>>,
+    },
+    /// Stop a subscription (its stream was dropped).
+    Unsubscribe { id: u64 },
+}
+
+/// The handle side: the command channel plus the doorbell.
+pub(crate) struct IoHandle {
+    tx: mpsc::Sender<Command>,
+    parked: Arc<AtomicBool>,
+    doorbell: UnixStream,
+    /// Errors from fire-and-forget requests, reported by the next `flush`.
+    pub(crate) async_error: Arc<Mutex<Option<Error>>>,
+}
+
+impl IoHandle {
+    /// Queue a command (waits while the queue is full: back-pressure).
+    pub(crate) async fn send(&self, cmd: Command) -> Result<()> {
+        self.tx.send(cmd).await.map_err(|_| Error::Closed)?;
+        self.ring();
+        Ok(())
+    }
+
+    /// Queue a command without waiting (used from `Drop`).
+    pub(crate) fn try_send(&self, cmd: Command) {
+        if self.tx.try_send(cmd).is_ok() {
+            self.ring();
+        }
+    }
+
+    fn ring(&self) {
+        if self.parked.swap(false, Ordering::SeqCst) {
+            // WouldBlock means the doorbell already has bytes in it: the thread will wake.
+            let _ = (&self.doorbell).write(&[1]);
+        }
+    }
+}
+
+impl Drop for IoHandle {
+    fn drop(&mut self) {
+        // Dropping the sender ends the thread's loop; wake it so it notices.
+        let _ = (&self.doorbell).write(&[0]);
+    }
+}
+
+struct Subscriber {
+    id: u64,
+    filter: Filter,
+    prefix: Vec<u8>,
+    tx: mpsc::Sender<Vec<WireEvent>>,
+    batch: Vec<WireEvent>,
+}
+
+struct PendingSync {
+    token: String,
+    done: oneshot::Sender<Result<()>>,
+    next_try: Instant,
+    deadline: Instant,
+}
+
+/// Start the I/O thread with sockets connected to the broker's request endpoint; the events
+/// socket connects once [`IoThread::connect_events`] is called (after HELLO).
+pub(crate) fn spawn(
+    ctx: &zmq::Context,
+    endpoint: &str,
+    request_timeout: Duration,
+) -> Result<(IoHandle, oneshot::Sender<String>)> {
+    let dealer = ctx.socket(zmq::DEALER)?;
+    dealer.set_linger(1000)?;
+    dealer.set_sndhwm(10_000)?;
+    dealer.set_rcvhwm(10_000)?;
+    dealer.connect(endpoint)?;
+    let sub = ctx.socket(zmq::SUB)?;
+    sub.set_linger(0)?;
+    sub.set_rcvhwm(10_000)?;
+
+    let (tx, rx) = mpsc::channel(4096);
+    let (doorbell, doorbell_rx) = UnixStream::pair()?;
+    doorbell.set_nonblocking(true)?;
+    doorbell_rx.set_nonblocking(true)?;
+    let parked = Arc::new(AtomicBool::new(false));
+    let async_error = Arc::new(Mutex::new(None));
+    let (events_tx, events_rx) = oneshot::channel::<String>();
+    let mut io = IoThread {
+        dealer,
+        sub,
+        sub_connected: false,
+        events_rx: Some(events_rx),
+        rx,
+        parked: parked.clone(),
+        doorbell: doorbell_rx,
+        async_error: async_error.clone(),
+        next_request_id: 1,
+        waiting: HashMap::new(),
+        subscribers: Vec::new(),
+        syncs: Vec::new(),
+        stalled: false,
+        pending: None,
+        request_timeout,
+        closing: false,
+    };
+    std::thread::Builder::new()
+        .name("agora-io".into())
+        .spawn(move || io.run())?;
+    Ok((
+        IoHandle {
+            tx,
+            parked,
+            doorbell,
+            async_error,
+        },
+        events_tx,
+    ))
+}
+
+struct IoThread {
+    dealer: zmq::Socket,
+    sub: zmq::Socket,
+    sub_connected: bool,
+    /// The events endpoint, once the client has learnt it from HELLO.
+    events_rx: Option<oneshot::Receiver<String>>,
+    rx: mpsc::Receiver<Command>,
+    parked: Arc<AtomicBool>,
+    doorbell: UnixStream,
+    async_error: Arc<Mutex<Option<Error>>>,
+    next_request_id: u64,
+    /// Callers waiting for a reply, with the time their request was sent.
+    waiting: HashMap<u64, (ReplyTx, Instant)>,
+    subscribers: Vec<Subscriber>,
+    syncs: Vec<PendingSync>,
+    /// A subscription's channel is full: stop reading events until it drains.
+    stalled: bool,
+    /// A request the DEALER refused (its queue is full), to retry before anything else.
+    pending: Option<(Header, Vec<Vec<u8>>)>,
+    request_timeout: Duration,
+    closing: bool,
+}
+
+impl IoThread {
+    fn run(&mut self) {
+        let mut last_sweep = Instant::now();
+        loop {
+            if let Some(rx) = &mut self.events_rx {
+                if let Ok(ep) = rx.try_recv() {
+                    match self.sub.connect(&ep) {
+                        Ok(()) => self.sub_connected = true,
+                        Err(e) => tracing::error!("cannot connect events socket to {ep}: {e}"),
+                    }
+                    self.events_rx = None;
+                }
+            }
+            let mut progressed = self.flush_pending();
+            if self.pending.is_none() && !self.closing {
+                progressed |= self.take_commands();
+            }
+            progressed |= self.read_replies();
+            if self.stalled {
+                progressed |= self.retry_batches();
+            }
+            if !self.stalled && self.sub_connected {
+                progressed |= self.read_events();
+            }
+            self.drive_syncs();
+            if last_sweep.elapsed() >= Duration::from_millis(100) {
+                self.expire_requests();
+                last_sweep = Instant::now();
+            }
+            if self.closing && self.waiting.is_empty() && self.pending.is_none() {
+                return;
+            }
+            if progressed {
+                continue;
+            }
+            // Park: announce it, look once more, then sleep in poll.
+            self.parked.store(true, Ordering::SeqCst);
+            if !self.closing && self.pending.is_none() && !self.rx.is_empty() {
+                self.parked.store(false, Ordering::SeqCst);
+                continue;
+            }
+            let timeout_ms = if self.stalled || self.events_rx.is_some() || !self.syncs.is_empty() {
+                1
+            } else {
+                100
+            };
+            let dealer_events = if self.pending.is_some() {
+                zmq::POLLIN | zmq::POLLOUT
+            } else {
+                zmq::POLLIN
+            };
+            let sub_events = if self.stalled || !self.sub_connected {
+                zmq::PollEvents::empty()
+            } else {
+                zmq::POLLIN
+            };
+            let mut items = [
+                self.dealer.as_poll_item(dealer_events),
+                self.sub.as_poll_item(sub_events),
+                zmq::PollItem::from_fd(self.doorbell.as_raw_fd(), zmq::POLLIN),
+            ];
+            let _ = zmq::poll(&mut items, timeout_ms);
+            self.parked.store(false, Ordering::SeqCst);
+            let mut buf = [0u8; 64];
+            while matches!((&self.doorbell).read(&mut buf), Ok(n) if n > 0) {}
+        }
+    }
+
+    /// Move commands from the channel to the sockets.
+    fn take_commands(&mut self) -> bool {
+        let mut progressed = false;
+        for _ in 0..COMMAND_BATCH {
+            let cmd = match self.rx.try_recv() {
+                Ok(c) => c,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.closing = true;
+                    break;
+                }
+            };
+            progressed = true;
+            match cmd {
+                Command::Request {
+                    op,
+                    flags,
+                    content_type,
+                    frames,
+                    reply,
+                } => {
+                    let request_id = self.next_request_id;
+                    self.next_request_id += 1;
+                    let header = Header {
+                        op: op as u8,
+                        flags,
+                        content_type,
+                        request_id,
+                    };
+                    if let Some(reply) = reply {
+                        self.waiting.insert(request_id, (reply, Instant::now()));
+                    }
+                    if !self.send_request(header, frames) {
+                        return true;
+                    }
+                }
+                Command::Subscribe {
+                    id,
+                    filter,
+                    tx,
+                    done,
+                } => self.subscribe(id, filter, tx, done),
+                Command::Unsubscribe { id } => self.unsubscribe(id),
+            }
+        }
+        progressed
+    }
+
+    /// Send a request, or park it in `pending` if the DEALER's queue is full. Returns whether
+    /// it went out.
+    fn send_request(&mut self, header: Header, frames: Vec<Vec<u8>>) -> bool {
+        let more = if frames.is_empty() { 0 } else { zmq::SNDMORE };
+        match self.dealer.send(&header.encode()[..], more | zmq::DONTWAIT) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) => {
+                self.pending = Some((header, frames));
+                return false;
+            }
+            Err(e) => {
+                self.fail_request(header.request_id, Error::Zmq(e));
+                return true;
+            }
+        }
+        // After the first frame the rest of the message is always accepted.
+        let n = frames.len();
+        for (i, f) in frames.into_iter().enumerate() {
+            let flags = if i + 1 < n { zmq::SNDMORE } else { 0 };
+            let msg = if f.len() <= ZMQ_VSM {
+                zmq::Message::from(&f[..])
+            } else {
+                zmq::Message::from(f)
+            };
+            if let Err(e) = self.dealer.send(msg, flags) {
+                tracing::error!("request socket failed mid-message: {e}");
+            }
+        }
+        true
+    }
+
+    fn flush_pending(&mut self) -> bool {
+        match self.pending.take() {
+            Some((header, frames)) => self.send_request(header, frames),
+            None => false,
+        }
+    }
+
+    fn fail_request(&mut self, request_id: u64, err: Error) {
+        match self.waiting.remove(&request_id) {
+            Some((tx, _)) => {
+                let _ = tx.send(Err(err));
+            }
+            None => self.record_async_error(err),
+        }
+    }
+
+    fn record_async_error(&self, err: Error) {
+        tracing::warn!("asynchronous request failed: {err}");
+        if let Ok(mut slot) = self.async_error.lock() {
+            slot.get_or_insert(err);
+        }
+    }
+
+    fn read_replies(&mut self) -> bool {
+        let mut progressed = false;
+        for _ in 0..COMMAND_BATCH {
+            let frames = match self.dealer.recv_multipart(zmq::DONTWAIT) {
+                Ok(f) => f,
+                Err(_) => break,
+            };
+            progressed = true;
+            let Some((head, body)) = frames.split_first() else {
+                continue;
+            };
+            let header = match Header::decode(head) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!("unreadable reply from broker: {e}");
+                    continue;
+                }
+            };
+            let result = match Op::from_u8(header.op) {
+                Some(Op::Ok) => Ok(body
+                    .iter()
+                    .map(|f| zmq::Message::from(&f[..]))
+                    .collect::<Vec<_>>()),
+                Some(Op::Error) => {
+                    let parts: Vec<&[u8]> = body.iter().map(|f| &f[..]).collect();
+                    Err(Error::from_reply(&parts))
+                }
+                _ => {
+                    tracing::warn!("reply with op 0x{:02x} ignored", header.op);
+                    continue;
+                }
+            };
+            match self.waiting.remove(&header.request_id) {
+                Some((tx, _)) => {
+                    let _ = tx.send(result);
+                }
+                None => {
+                    if let Err(e) = result {
+                        self.record_async_error(e);
+                    }
+                }
+            }
+        }
+        progressed
+    }
+
+    fn expire_requests(&mut self) {
+        let timeout = self.request_timeout;
+        let expired: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, (tx, sent))| sent.elapsed() >= timeout || tx.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some((tx, _)) = self.waiting.remove(&id) {
+                let _ = tx.send(Err(Error::Timeout {
+                    what: "request",
+                    timeout,
+                }));
+            }
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        id: u64,
+        filter: Filter,
+        tx: mpsc::Sender<Vec<WireEvent>>,
+        done: oneshot::Sender<Result<()>>,
+    ) {
+        let prefix = filter.literal_prefix().as_bytes().to_vec();
+        if let Err(e) = self.sub.set_subscribe(&prefix) {
+            let _ = done.send(Err(e.into()));
+            return;
+        }
+        self.subscribers.push(Subscriber {
+            id,
+            filter,
+            prefix,
+            tx,
+            batch: Vec::new(),
+        });
+        let token = format!("{:016x}{:08x}", id, std::process::id());
+        let sync_topic = format!("{SYNC_TOPIC_PREFIX}{token}");
+        if let Err(e) = self.sub.set_subscribe(sync_topic.as_bytes()) {
+            let _ = done.send(Err(e.into()));
+            return;
+        }
+        let now = Instant::now();
+        self.syncs.push(PendingSync {
+            token,
+            done,
+            next_try: now,
+            deadline: now + self.request_timeout,
+        });
+    }
+
+    fn unsubscribe(&mut self, id: u64) {
+        if let Some(i) = self.subscribers.iter().position(|s| s.id == id) {
+            let s = self.subscribers.swap_remove(i);
+            let _ = self.sub.set_unsubscribe(&s.prefix);
+        }
+    }
+
+    /// Re-send SYNC barriers that have not come back yet; fail the ones past their deadline.
+    fn drive_syncs(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.syncs.len() {
+            if now >= self.syncs[i].deadline {
+                let s = self.syncs.swap_remove(i);
+                let _ = self
+                    .sub
+                    .set_unsubscribe(format!("{SYNC_TOPIC_PREFIX}{}", s.token).as_bytes());
+                let _ = s.done.send(Err(Error::Timeout {
+                    what: "subscribe",
+                    timeout: self.request_timeout,
+                }));
+                continue;
+            }
+            if self.sub_connected && now >= self.syncs[i].next_try && self.pending.is_none() {
+                self.syncs[i].next_try = now + Duration::from_millis(20);
+                let header = Header::new(Op::Sync, 0);
+                let token = self.syncs[i].token.clone().into_bytes();
+                self.send_request(header, vec![token]);
+            }
+            i += 1;
+        }
+    }
+
+    fn sync_arrived(&mut self, token: &str) {
+        if let Some(i) = self.syncs.iter().position(|s| s.token == token) {
+            let s = self.syncs.swap_remove(i);
+            let _ = self
+                .sub
+                .set_unsubscribe(format!("{SYNC_TOPIC_PREFIX}{token}").as_bytes());
+            let _ = s.done.send(Ok(()));
+        }
+    }
+
+    /// Read events and batch them per matching subscription.
+    fn read_events(&mut self) -> bool {
+        let mut progressed = false;
+        for _ in 0..EVENT_BATCH {
+            let mut topic = zmq::Message::new();
+            if self.sub.recv(&mut topic, zmq::DONTWAIT).is_err() {
+                break;
+            }
+            progressed = true;
+            let mut parts = Vec::with_capacity(2);
+            let mut more = topic.get_more();
+            while more {
+                match self.sub.recv_msg(0) {
+                    Ok(m) => {
+                        more = m.get_more();
+                        parts.push(m);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if parts.len() != 2 {
+                tracing::warn!("event with {} frames ignored", parts.len() + 1);
+                continue;
+            }
+            let Some(topic) = topic.as_str() else {
+                tracing::warn!("event with a non-UTF-8 topic ignored");
+                continue;
+            };
+            if let Some(token) = topic.strip_prefix(SYNC_TOPIC_PREFIX) {
+                let token = token.to_string();
+                self.sync_arrived(&token);
+                continue;
+            }
+            let payload = parts.pop().expect("two parts");
+            let meta = match Meta::decode(&parts[0]) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!("event on `{topic}` with bad meta ignored: {e}");
+                    continue;
+                }
+            };
+            let mut matching = self
+                .subscribers
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.filter.matches(topic))
+                .map(|(i, _)| i);
+            let Some(first) = matching.next() else {
+                continue;
+            };
+            let rest: Vec<usize> = matching.collect();
+            for &i in &rest {
+                self.subscribers[i].batch.push(WireEvent {
+                    topic: topic.to_string(),
+                    meta,
+                    payload: PayloadBuf::Owned(payload.to_vec()),
+                });
+            }
+            let topic = topic.to_string();
+            self.subscribers[first].batch.push(WireEvent {
+                topic,
+                meta,
+                payload: PayloadBuf::Zmq(payload),
+            });
+        }
+        self.retry_batches();
+        progressed
+    }
+
+    /// Hand accumulated batches to their subscriptions; a full channel stalls event reading
+    /// (so the broker's queue for us fills and it pushes back) until it drains.
+    fn retry_batches(&mut self) -> bool {
+        let mut stalled = false;
+        let mut progressed = false;
+        let mut gone = Vec::new();
+        for s in &mut self.subscribers {
+            if s.batch.is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(&mut s.batch);
+            match s.tx.try_send(batch) {
+                Ok(()) => progressed = true,
+                Err(mpsc::error::TrySendError::Full(batch)) => {
+                    s.batch = batch;
+                    stalled = true;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => gone.push(s.id),
+            }
+        }
+        for id in gone {
+            self.unsubscribe(id);
+        }
+        self.stalled = stalled;
+        progressed
+    }
+}
+
+/// Run a request and wait for its reply frames (or the broker's error).
+pub(crate) async fn request(
+    io: &IoHandle,
+    op: Op,
+    flags: u8,
+    content_type: u8,
+    frames: Vec<Vec<u8>>,
+) -> Result<ReplyFrames> {
+    let (tx, rx) = oneshot::channel();
+    io.send(Command::Request {
+        op,
+        flags,
+        content_type,
+        frames,
+        reply: Some(tx),
+    })
+    .await?;
+    rx.await.map_err(|_| Error::Closed)?
+}
+
+/// Decode a CBOR reply body from the first reply frame.
+pub(crate) fn cbor_body<T: serde::de::DeserializeOwned>(frames: &ReplyFrames) -> Result<T> {
+    let body = frames.first().map(|f| &f[..]).unwrap_or(&[]);
+    Ok(protocol::decode_cbor_body(body)?)
+}
