@@ -261,6 +261,23 @@ impl Field {
         compile_regex(pattern).map(Field::Regex)
     }
 
+    /// A nested-template field, normalised: when every field is `Actual`, the result is the
+    /// equivalent `Actual` array (it matches the same values and can serve as an index key).
+    pub fn nested(t: Template) -> Field {
+        if t.0.iter().all(|f| matches!(f, Field::Actual(_))) {
+            let values =
+                t.0.into_iter()
+                    .filter_map(|f| match f {
+                        Field::Actual(v) => Some(v),
+                        _ => None,
+                    })
+                    .collect();
+            Field::Actual(Value::Array(values))
+        } else {
+            Field::Nested(t)
+        }
+    }
+
     /// The value of an `Actual` field.
     pub fn as_actual(&self) -> Option<&Value> {
         match self {
@@ -425,9 +442,9 @@ impl TemplateBuilder {
         Ok(self)
     }
 
-    /// Adds a nested template (matches an array value).
+    /// Adds a nested template (matches an array value; see [`Field::nested`]).
     pub fn nested(mut self, t: impl Into<Template>) -> Self {
-        self.fields.push(Field::Nested(t.into()));
+        self.fields.push(Field::nested(t.into()));
         self
     }
 
