@@ -2,6 +2,7 @@
 //!
 //! A Linda-style tuple space. (Crate docs: layout written when the modules land.)
 
+pub mod macros;
 pub mod parse;
 pub mod template;
 pub mod value;
