@@ -224,7 +224,15 @@ impl Client {
 
     /// Subscribe to events matching `filter` without decoding them (for tools).
     pub async fn subscribe_raw(&self, filter: &str) -> Result<RawSubscription> {
-        let filter = Filter::new(filter)?;
+        self.subscribe_raw_any(&[filter]).await
+    }
+
+    /// Subscribe to events matching any of `filters`, each delivered once, without decoding.
+    pub async fn subscribe_raw_any(&self, filters: &[&str]) -> Result<RawSubscription> {
+        let filters = filters
+            .iter()
+            .map(|f| Filter::new(f))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let id = self.inner.next_subscription.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.inner.options.subscription_buffer.max(1));
         let (done_tx, done_rx) = oneshot::channel();
@@ -232,7 +240,7 @@ impl Client {
             .io
             .send(Command::Subscribe {
                 id,
-                filter,
+                filters,
                 tx,
                 done: done_tx,
             })

@@ -29,11 +29,11 @@ pub enum Error {
         /// The broker's message.
         message: String,
     },
-    /// The topic is not a valid topic.
-    #[error("invalid topic: {0}")]
+    /// The topic is not a valid topic (the message says what is wrong).
+    #[error(transparent)]
     Topic(#[from] agora_bus::topic::TopicError),
-    /// The filter is not a valid filter.
-    #[error("invalid filter: {0}")]
+    /// The filter is not a valid filter (the message says what is wrong).
+    #[error(transparent)]
     Filter(#[from] agora_bus::topic::FilterError),
     /// The payload is larger than the broker accepts.
     #[error("payload is {size} bytes, the broker accepts at most {max}")]
@@ -72,16 +72,36 @@ pub enum Error {
     },
     /// A reply or event broke the protocol.
     #[error("protocol error: {0}")]
-    Protocol(#[from] agora_bus::protocol::ProtocolError),
+    Protocol(agora_bus::protocol::ProtocolError),
     /// The client's I/O thread is gone (the client was closed or failed).
     #[error("client is closed")]
     Closed,
     /// ZeroMQ failed.
     #[error("zeromq: {0}")]
-    Zmq(#[from] zmq::Error),
+    Zmq(zmq::Error),
     /// An operating-system error.
     #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+// Manual `From`s: these variants already print their cause, so they do not also expose it
+// as `source()` (which would make `{:#}` chains say it twice).
+impl From<agora_bus::protocol::ProtocolError> for Error {
+    fn from(e: agora_bus::protocol::ProtocolError) -> Error {
+        Error::Protocol(e)
+    }
+}
+
+impl From<zmq::Error> for Error {
+    fn from(e: zmq::Error) -> Error {
+        Error::Zmq(e)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        Error::Io(e)
+    }
 }
 
 impl Error {

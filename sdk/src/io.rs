@@ -70,7 +70,7 @@ pub(crate) enum Command {
     /// provably delivers to this subscription.
     Subscribe {
         id: u64,
-        filter: Filter,
+        filters: Vec<Filter>,
         tx: mpsc::Sender<Vec<WireEvent>>,
         done: oneshot::Sender<Result<()>>,
     },
@@ -119,8 +119,9 @@ impl Drop for IoHandle {
 
 struct Subscriber {
     id: u64,
-    filter: Filter,
-    prefix: Vec<u8>,
+    /// An event is delivered once if any of the filters matches.
+    filters: Vec<Filter>,
+    prefixes: Vec<Vec<u8>>,
     tx: mpsc::Sender<Vec<WireEvent>>,
     batch: Vec<WireEvent>,
 }
@@ -316,10 +317,10 @@ impl IoThread {
                 }
                 Command::Subscribe {
                     id,
-                    filter,
+                    filters,
                     tx,
                     done,
-                } => self.subscribe(id, filter, tx, done),
+                } => self.subscribe(id, filters, tx, done),
                 Command::Unsubscribe { id } => self.unsubscribe(id),
             }
         }
@@ -447,19 +448,24 @@ impl IoThread {
     fn subscribe(
         &mut self,
         id: u64,
-        filter: Filter,
+        filters: Vec<Filter>,
         tx: mpsc::Sender<Vec<WireEvent>>,
         done: oneshot::Sender<Result<()>>,
     ) {
-        let prefix = filter.literal_prefix().as_bytes().to_vec();
-        if let Err(e) = self.sub.set_subscribe(&prefix) {
-            let _ = done.send(Err(e.into()));
-            return;
+        let prefixes: Vec<Vec<u8>> = filters
+            .iter()
+            .map(|f| f.literal_prefix().as_bytes().to_vec())
+            .collect();
+        for prefix in &prefixes {
+            if let Err(e) = self.sub.set_subscribe(prefix) {
+                let _ = done.send(Err(e.into()));
+                return;
+            }
         }
         self.subscribers.push(Subscriber {
             id,
-            filter,
-            prefix,
+            filters,
+            prefixes,
             tx,
             batch: Vec::new(),
         });
@@ -481,7 +487,9 @@ impl IoThread {
     fn unsubscribe(&mut self, id: u64) {
         if let Some(i) = self.subscribers.iter().position(|s| s.id == id) {
             let s = self.subscribers.swap_remove(i);
-            let _ = self.sub.set_unsubscribe(&s.prefix);
+            for prefix in &s.prefixes {
+                let _ = self.sub.set_unsubscribe(prefix);
+            }
         }
     }
 
@@ -566,7 +574,7 @@ impl IoThread {
                 .subscribers
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.filter.matches(topic))
+                .filter(|(_, s)| s.filters.iter().any(|f| f.matches(topic)))
                 .map(|(i, _)| i);
             let Some(first) = matching.next() else {
                 continue;

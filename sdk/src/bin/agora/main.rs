@@ -1,1 +1,118 @@
-fn main() {}
+//! `agora`: the terminal tool. Publish, subscribe, watch stats, and use the tuple space.
+//!
+//! Exit codes: 0 ok, 1 nothing matched or a timeout passed, 2 error (one line on stderr).
+
+mod bus;
+mod json;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Agora: event bus and tuple space, from the terminal.
+#[derive(Parser, Debug)]
+#[command(version, about, propagate_version = true)]
+pub struct Cli {
+    /// The broker's request endpoint.
+    #[arg(long, global = true, env = "AGORA_BROKER", default_value = agora::DEFAULT_BROKER)]
+    pub broker: String,
+    /// More logging on stderr (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Publish an event: `agora pub sensors.kitchen.temp '{"celsius": 21.5}'`.
+    Pub(bus::PubArgs),
+    /// Print events matching one or more filters as they arrive.
+    Sub(bus::SubArgs),
+    /// Show the broker's statistics.
+    Stats(bus::StatsArgs),
+}
+
+/// What a command concluded, beyond success.
+pub enum Outcome {
+    /// Exit 0.
+    Done,
+    /// Exit 1: nothing matched, or a timeout passed first.
+    NothingMatched,
+}
+
+/// Output format shared by the commands that print records.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One readable line per record.
+    Text,
+    /// JSON Lines.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("agora: error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async move {
+        tokio::select! {
+            r = run(cli) => r,
+            _ = tokio::signal::ctrl_c() => Ok(Outcome::Done),
+        }
+    });
+    // Do not wait for I/O threads still blocked on a broker that is gone.
+    runtime.shutdown_background();
+    match result {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::NothingMatched) => ExitCode::from(1),
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agora: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Pub(args) => bus::publish(&cli.broker, args).await,
+        Command::Sub(args) => bus::subscribe(&cli.broker, args).await,
+        Command::Stats(args) => bus::stats(&cli.broker, args).await,
+    }
+}
+
+/// A closed stdout (`agora sub x | head -1`) ends the program quietly.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Connect to the broker with a message that names the endpoint.
+pub async fn connect(endpoint: &str) -> anyhow::Result<agora::Client> {
+    use anyhow::Context;
+    agora::Client::connect(endpoint)
+        .await
+        .with_context(|| format!("cannot connect to the broker at {endpoint}"))
+}

@@ -1,0 +1,220 @@
+//! `agora pub`, `agora sub`, `agora stats`.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use agora::{ContentType, Error, RawEvent};
+use anyhow::{bail, Context};
+use futures_util::StreamExt;
+
+use crate::json::{cbor_to_json, json_to_cbor};
+use crate::{connect, Format, Outcome};
+
+#[derive(clap::Args, Debug)]
+pub struct PubArgs {
+    /// Topic, e.g. `sensors.kitchen.temp`.
+    pub topic: String,
+    /// The event as JSON (sent as CBOR). `-` reads it from stdin.
+    pub json: String,
+    /// Publish the event this many times.
+    #[arg(long, default_value_t = 1)]
+    pub count: u64,
+    /// Events per second (0: as fast as the broker takes them).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SubArgs {
+    /// Filters: `a.b`, `a.*.c`, `a.>`, `>`, `re:<regex>`; an event matching several is
+    /// printed once.
+    #[arg(required = true)]
+    pub filters: Vec<String>,
+    /// Output: readable lines, or JSON Lines (`{"topic","offset","seq","time","payload"}`).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Exit after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Give up after this long (e.g. `5s`); exit 1 if fewer events than `--count` came (or
+    /// none, without `--count`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatsArgs {
+    /// Keep printing the stats the broker publishes every second.
+    #[arg(long)]
+    pub watch: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+}
+
+pub async fn publish(broker: &str, args: PubArgs) -> anyhow::Result<Outcome> {
+    let text = if args.json == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the event from stdin")?
+    } else {
+        args.json.clone()
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("the event is not valid JSON: {text}"))?;
+    let payload = json_to_cbor(&value)?;
+    if args.rate < 0.0 || !args.rate.is_finite() {
+        bail!("--rate must be a positive number of events per second");
+    }
+    let client = connect(broker).await?;
+    if args.count == 1 {
+        let (offset, seq) = client
+            .publish_raw_acked(&args.topic, payload, ContentType::Cbor)
+            .await?;
+        eprintln!("published to {} at offset {offset} (seq {seq})", args.topic);
+        return Ok(Outcome::Done);
+    }
+    let start = Instant::now();
+    for i in 0..args.count {
+        if args.rate > 0.0 {
+            let due = start + Duration::from_secs_f64(i as f64 / args.rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        client
+            .publish_raw(&args.topic, payload.clone(), ContentType::Cbor)
+            .await?;
+    }
+    client
+        .flush()
+        .await
+        .context("the broker refused an event")?;
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "published {} events to {} in {secs:.3}s ({:.0}/s)",
+        args.count,
+        args.topic,
+        args.count as f64 / secs.max(1e-9)
+    );
+    Ok(Outcome::Done)
+}
+
+pub async fn subscribe(broker: &str, args: SubArgs) -> anyhow::Result<Outcome> {
+    // Check every filter before touching the network, so a typo is reported as such.
+    for f in &args.filters {
+        agora::Filter::new(f).with_context(|| format!("bad filter `{f}`"))?;
+    }
+    let client = connect(broker).await?;
+    let filters: Vec<&str> = args.filters.iter().map(String::as_str).collect();
+    let mut sub = client.subscribe_raw_any(&filters).await?;
+    let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut seen = 0u64;
+    let stdout = std::io::stdout();
+    loop {
+        if args.count.is_some_and(|c| seen >= c) {
+            return Ok(Outcome::Done);
+        }
+        let item = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, sub.next()).await {
+                Ok(item) => item,
+                Err(_) => return Ok(Outcome::NothingMatched),
+            },
+            None => sub.next().await,
+        };
+        match item {
+            Some(Ok(ev)) => {
+                let line = render(&ev, args.format);
+                let mut out = stdout.lock();
+                writeln!(out, "{line}")?;
+                out.flush()?;
+                seen += 1;
+            }
+            Some(Err(e @ Error::Gap { .. })) => eprintln!("agora: warning: {e}"),
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("the subscription ended"),
+        }
+    }
+}
+
+/// The payload as JSON, whatever the publisher encoded it as.
+fn payload_json(ev: &RawEvent) -> serde_json::Value {
+    let bytes = ev.payload();
+    let as_bytes = || {
+        let hex: String = bytes.iter().map(|x| format!("{x:02x}")).collect();
+        serde_json::json!({ "$bytes": hex })
+    };
+    match ev.content_type() {
+        ContentType::Cbor => cbor_to_json(bytes).unwrap_or_else(|e| {
+            tracing::warn!("event at offset {} is not valid CBOR: {e}", ev.offset());
+            as_bytes()
+        }),
+        ContentType::Json => serde_json::from_slice(bytes).unwrap_or_else(|_| as_bytes()),
+        ContentType::Text => match std::str::from_utf8(bytes) {
+            Ok(s) => serde_json::Value::String(s.to_string()),
+            Err(_) => as_bytes(),
+        },
+        ContentType::Raw => as_bytes(),
+    }
+}
+
+fn render(ev: &RawEvent, format: Format) -> String {
+    let time = humantime::format_rfc3339_millis(ev.time()).to_string();
+    let payload = payload_json(ev);
+    match format {
+        Format::Json => serde_json::json!({
+            "topic": ev.topic(),
+            "offset": ev.offset(),
+            "seq": ev.seq(),
+            "time": time,
+            "payload": payload,
+        })
+        .to_string(),
+        Format::Text => format!(
+            "{time} {} #{} @{} {}",
+            ev.topic(),
+            ev.seq(),
+            ev.offset(),
+            payload
+        ),
+    }
+}
+
+pub async fn stats(broker: &str, args: StatsArgs) -> anyhow::Result<Outcome> {
+    let client = connect(broker).await?;
+    if !args.watch {
+        let s = client.stats().await?;
+        print_stats(&s, args.format)?;
+        return Ok(Outcome::Done);
+    }
+    let mut sub = client
+        .subscribe::<agora::Stats>(agora_bus::protocol::STATS_TOPIC)
+        .await?;
+    while let Some(item) = sub.next().await {
+        match item {
+            Ok(ev) => print_stats(&ev.payload, args.format)?,
+            Err(e @ Error::Gap { .. }) => eprintln!("agora: warning: {e}"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bail!("the stats subscription ended")
+}
+
+fn print_stats(s: &agora::Stats, format: Format) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string(s)?)?,
+        Format::Text => {
+            writeln!(
+                out,
+                "uptime {:.0}s  in {} ({:.0}/s)  out {}  rejected {}  dropped {}  subscriptions {}  requests {}",
+                s.uptime_s, s.events_in, s.rate_in, s.events_out, s.rejected, s.dropped,
+                s.subscriptions, s.requests
+            )?;
+            if !s.topics.is_empty() {
+                writeln!(out, "{:<40} {:>12} {:>12} {:>10}", "TOPIC", "EVENTS", "SEQ", "RATE/s")?;
+                for (name, t) in &s.topics {
+                    writeln!(out, "{name:<40} {:>12} {:>12} {:>10.0}", t.events, t.seq, t.rate)?;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
