@@ -53,6 +53,7 @@ pub struct StatsArgs {
 }
 
 pub async fn publish(broker: &str, args: PubArgs) -> anyhow::Result<Outcome> {
+    agora::Topic::new(args.topic.as_str())?;
     let text = if args.json == "-" {
         std::io::read_to_string(std::io::stdin()).context("cannot read the event from stdin")?
     } else {
