@@ -2,6 +2,7 @@
 //!
 //! A Linda-style tuple space. (Crate docs: layout written when the modules land.)
 
+pub mod convert;
 pub mod error;
 pub mod macros;
 pub mod parse;
@@ -12,8 +13,9 @@ pub mod store;
 pub mod template;
 pub mod value;
 
+pub use convert::{from_tuple, from_tuple_cbor, to_tuple};
 pub use parse::{parse_template, parse_tuple, parse_value, ParseError};
-pub use template::{re, range, Field, Kind, Number, Template, TemplateBuilder};
+pub use template::{range, re, Field, Kind, Number, Template, TemplateBuilder};
 pub use value::{ModelError, Tuple, Value};
 
 pub use error::Error;

@@ -201,7 +201,14 @@ pub fn compile_regex(pattern: &str) -> Result<regex::Regex, ModelError> {
 /// Checks a range's bounds: no NaN, not reversed, not empty.
 pub fn validate_range(lo: &Bound<Number>, hi: &Bound<Number>) -> Result<(), ModelError> {
     let bad = |m: &str| Err(ModelError::InvalidRange(m.to_owned()));
+    // The wire carries bounds as CBOR integers: -2^64 ..= 2^64-1.
+    const CBOR_INT: std::ops::RangeInclusive<i128> = -(1i128 << 64)..=(1i128 << 64) - 1;
     for b in [lo, hi] {
+        if let Bound::Included(Number::Int(i)) | Bound::Excluded(Number::Int(i)) = b {
+            if !CBOR_INT.contains(i) {
+                return bad("an integer bound must lie within -2^64 ..= 2^64-1");
+            }
+        }
         if let Bound::Included(Number::Float(f)) | Bound::Excluded(Number::Float(f)) = b {
             if f.is_nan() {
                 return bad("a range bound cannot be NaN");
