@@ -23,5 +23,6 @@
 //! ```
 
 pub mod broker;
+pub mod log;
 pub mod protocol;
 pub mod topic;

@@ -1,0 +1,340 @@
+//! fsync policy and group commit.
+//!
+//! The dispatcher thread owns the [`EventLog`](super::EventLog) and must never block on a
+//! disk flush. The protocol is:
+//!
+//! 1. dispatcher: `append` a batch of records, then [`EventLog::commit`](super::EventLog::commit)
+//!    (= `flush` the buffer to the OS, publish the flushed offset to readers, and
+//!    [`Syncer::request`] unless the policy is `never`);
+//! 2. syncer thread ([`Syncer::run`] or [`Syncer::spawn`]): waits for a request, takes a
+//!    snapshot of the flushed offset and the files holding it (the active segment and any
+//!    segment sealed since the last sync), `fdatasync`s them, then publishes the durable
+//!    offset through an `AtomicU64` ([`Syncer::durable_offset`]) and calls the callback,
+//!    which typically wakes the dispatcher to send the confirmations up to that offset;
+//! 3. with `every <d>` the syncer waits at least `d` between two syncs, so one fsync covers
+//!    every event flushed in the meantime (group commit); with `always` it syncs again as
+//!    soon as a new request is pending.
+//!
+//! Offsets: `durable_offset()` is one past the last durable record (so records with
+//! `offset < durable_offset()` survive power loss).
+
+use std::fmt;
+use std::fs::File;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::LogError;
+
+/// When the log's data is forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// fsync after every commit, as soon as possible (no waiting between syncs).
+    Always,
+    /// Group commit: at most one fsync per interval, covering everything flushed.
+    Every(Duration),
+    /// Never fsync (the OS writes back when it likes). Fastest; a power loss may lose data.
+    Never,
+}
+
+impl FsyncPolicy {
+    /// Minimum time between two syncs, or `None` for [`FsyncPolicy::Never`].
+    pub fn interval(&self) -> Option<Duration> {
+        match self {
+            FsyncPolicy::Always => Some(Duration::ZERO),
+            FsyncPolicy::Every(d) => Some(*d),
+            FsyncPolicy::Never => None,
+        }
+    }
+}
+
+impl Default for FsyncPolicy {
+    /// `every 5ms`.
+    fn default() -> Self {
+        FsyncPolicy::Every(Duration::from_millis(5))
+    }
+}
+
+/// Error parsing a [`FsyncPolicy`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid fsync policy `{0}`: expected `always`, `never` or `every <duration>` (e.g. `every 5ms`)")]
+pub struct ParseFsyncPolicyError(pub String);
+
+impl FromStr for FsyncPolicy {
+    type Err = ParseFsyncPolicyError;
+
+    /// Parses `always`, `never`, `every 5ms`, `every 1s`, `every 5` (milliseconds).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseFsyncPolicyError(s.to_owned());
+        let t = s.trim();
+        match t.to_ascii_lowercase().as_str() {
+            "always" => return Ok(FsyncPolicy::Always),
+            "never" => return Ok(FsyncPolicy::Never),
+            _ => {}
+        }
+        let rest = t
+            .strip_prefix("every")
+            .or_else(|| t.strip_prefix("EVERY"))
+            .ok_or_else(err)?
+            .trim();
+        if rest.is_empty() {
+            return Err(err());
+        }
+        let d = match rest.parse::<u64>() {
+            Ok(ms) => Duration::from_millis(ms),
+            Err(_) => humantime::parse_duration(rest).map_err(|_| err())?,
+        };
+        Ok(FsyncPolicy::Every(d))
+    }
+}
+
+impl fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FsyncPolicy::Always => f.write_str("always"),
+            FsyncPolicy::Never => f.write_str("never"),
+            FsyncPolicy::Every(d) => write!(f, "every {}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+/// Files waiting for a sync, and the request flags.
+#[derive(Default)]
+struct Queue {
+    /// Segments sealed since the last sync.
+    sealed: Vec<Arc<File>>,
+    /// The segment being written.
+    active: Option<Arc<File>>,
+    /// A segment file was created: the directory entry must be synced too.
+    dir_dirty: bool,
+    requested: bool,
+    closed: bool,
+}
+
+/// State shared by the writer, the readers' offsets and the syncer.
+pub(crate) struct SyncShared {
+    dir: PathBuf,
+    queue: Mutex<Queue>,
+    cond: Condvar,
+    /// One past the last record flushed to the OS.
+    pub flushed: AtomicU64,
+    /// One past the last record known to be on disk.
+    pub durable: AtomicU64,
+    /// Serialises whole sync passes, so a later pass never publishes before an earlier one
+    /// has synced the files it took.
+    pass: Mutex<()>,
+}
+
+/// Locks a mutex, ignoring poisoning: the protected data stays consistent because every
+/// critical section here only moves plain values.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SyncShared {
+    pub fn new(dir: PathBuf, active: Arc<File>, next_offset: u64) -> SyncShared {
+        SyncShared {
+            dir,
+            queue: Mutex::new(Queue {
+                active: Some(active),
+                ..Queue::default()
+            }),
+            cond: Condvar::new(),
+            flushed: AtomicU64::new(next_offset),
+            durable: AtomicU64::new(next_offset),
+            pass: Mutex::new(()),
+        }
+    }
+
+    /// Called by the writer when it rolls to a new segment.
+    pub fn rolled(&self, sealed: Arc<File>, active: Arc<File>, keep_sealed: bool) {
+        let mut q = lock(&self.queue);
+        if keep_sealed {
+            q.sealed.push(sealed);
+        }
+        q.active = Some(active);
+        q.dir_dirty = true;
+    }
+
+    fn sync_now(&self) -> Result<u64, LogError> {
+        let _pass = lock(&self.pass);
+        let (target, sealed, active, dir_dirty) = {
+            let mut q = lock(&self.queue);
+            (
+                self.flushed.load(Ordering::Acquire),
+                std::mem::take(&mut q.sealed),
+                q.active.clone(),
+                std::mem::replace(&mut q.dir_dirty, false),
+            )
+        };
+        let result = (|| {
+            for f in &sealed {
+                f.sync_data()?;
+            }
+            if let Some(f) = &active {
+                f.sync_data()?;
+            }
+            if dir_dirty {
+                File::open(&self.dir)?.sync_all()?;
+            }
+            Ok::<(), std::io::Error>(())
+        })();
+        if let Err(source) = result {
+            // Put the work back so a retry covers it.
+            let mut q = lock(&self.queue);
+            let mut back = sealed;
+            back.append(&mut q.sealed);
+            q.sealed = back;
+            q.dir_dirty |= dir_dirty;
+            return Err(LogError::Io {
+                op: "fdatasync",
+                path: self.dir.clone(),
+                source,
+            });
+        }
+        let prev = self.durable.fetch_max(target, Ordering::AcqRel);
+        Ok(prev.max(target))
+    }
+}
+
+/// Handle for the thread that makes the log durable. `Send + Clone`; see the module docs
+/// for the protocol.
+#[derive(Clone)]
+pub struct Syncer {
+    pub(crate) shared: Arc<SyncShared>,
+}
+
+impl fmt::Debug for Syncer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Syncer")
+            .field("flushed", &self.flushed_offset())
+            .field("durable", &self.durable_offset())
+            .finish()
+    }
+}
+
+impl Syncer {
+    /// Asks the syncer thread to sync what has been flushed. Never blocks on I/O.
+    pub fn request(&self) {
+        let mut q = lock(&self.shared.queue);
+        q.requested = true;
+        self.shared.cond.notify_all();
+    }
+
+    /// Syncs everything flushed so far, on the calling thread, and returns the durable
+    /// offset (one past the last durable record).
+    pub fn sync(&self) -> Result<u64, LogError> {
+        self.shared.sync_now()
+    }
+
+    /// One past the last record known to be on disk.
+    pub fn durable_offset(&self) -> u64 {
+        self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// One past the last record flushed to the OS (visible to readers).
+    pub fn flushed_offset(&self) -> u64 {
+        self.shared.flushed.load(Ordering::Acquire)
+    }
+
+    /// Stops [`Syncer::run`] after a final sync of any pending request. The log closes its
+    /// syncer when it is dropped.
+    pub fn close(&self) {
+        let mut q = lock(&self.shared.queue);
+        q.closed = true;
+        self.shared.cond.notify_all();
+    }
+
+    /// True once [`Syncer::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.shared.queue).closed
+    }
+
+    /// The syncer loop: wait for a request, sync, call `on_durable(durable_offset)`, wait at
+    /// least `min_interval` since the start of that sync, repeat. Returns when closed (after
+    /// a last sync if one was requested), or with the first I/O error.
+    pub fn run(
+        &self,
+        min_interval: Duration,
+        mut on_durable: impl FnMut(u64),
+    ) -> Result<(), LogError> {
+        loop {
+            {
+                let mut q = lock(&self.shared.queue);
+                while !q.requested && !q.closed {
+                    q = self.shared.cond.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+                if !q.requested {
+                    return Ok(());
+                }
+                q.requested = false;
+            }
+            let started = Instant::now();
+            let durable = self.shared.sync_now()?;
+            on_durable(durable);
+            if !min_interval.is_zero() {
+                let deadline = started + min_interval;
+                let mut q = lock(&self.shared.queue);
+                while !q.closed {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    q = self
+                        .shared
+                        .cond
+                        .wait_timeout(q, deadline - now)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|e| e.into_inner().0);
+                }
+            }
+        }
+    }
+
+    /// Spawns a thread running [`Syncer::run`] with the policy's interval; `None` for
+    /// [`FsyncPolicy::Never`].
+    pub fn spawn(
+        &self,
+        policy: FsyncPolicy,
+        on_durable: impl FnMut(u64) + Send + 'static,
+    ) -> Option<JoinHandle<Result<(), LogError>>> {
+        let interval = policy.interval()?;
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("agora-log-sync".into())
+            .spawn(move || me.run(interval, on_durable))
+            .ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_policy() {
+        assert_eq!("always".parse(), Ok(FsyncPolicy::Always));
+        assert_eq!(" never ".parse(), Ok(FsyncPolicy::Never));
+        assert_eq!(
+            "every 5ms".parse(),
+            Ok(FsyncPolicy::Every(Duration::from_millis(5)))
+        );
+        assert_eq!(
+            "every 1s".parse(),
+            Ok(FsyncPolicy::Every(Duration::from_secs(1)))
+        );
+        assert_eq!(
+            "every 20".parse(),
+            Ok(FsyncPolicy::Every(Duration::from_millis(20)))
+        );
+        assert!("every".parse::<FsyncPolicy>().is_err());
+        assert!("sometimes".parse::<FsyncPolicy>().is_err());
+        assert!("every lots".parse::<FsyncPolicy>().is_err());
+        let p = FsyncPolicy::Every(Duration::from_millis(5));
+        assert_eq!(p.to_string().parse(), Ok(p));
+        assert_eq!(FsyncPolicy::default(), p);
+    }
+}
