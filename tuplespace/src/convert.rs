@@ -964,4 +964,33 @@ mod tests {
         let t = tuple!(Value::bytes(vec![0u8, 0xab, 0xff]), [1, 2]);
         assert_eq!(t.to_json().to_string(), r#"[{"$bytes":"00abff"},[1,2]]"#);
     }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut r = Rng(0x0BAD_5EED_1234_4321);
+        let seeds = [
+            tuple!("job", 42, [1, 2], Value::bytes(vec![1u8, 2])).to_cbor(),
+            template!("job", ?int, _, range(1..=9), re("^a"), [?str, _]).to_cbor(),
+        ];
+        for _ in 0..5000 {
+            let mut bytes = seeds[r.below(2) as usize].clone();
+            for _ in 0..1 + r.below(4) {
+                let at = r.below(bytes.len() as u64) as usize;
+                match r.below(3) {
+                    0 => bytes[at] = r.next() as u8,
+                    1 => bytes.truncate(at),
+                    _ => bytes.insert(at, r.next() as u8),
+                }
+                if bytes.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(t) = Tuple::from_cbor(&bytes) {
+                assert_eq!(Tuple::from_cbor(&t.to_cbor()), Ok(t));
+            }
+            if let Ok(t) = Template::from_cbor(&bytes) {
+                assert_eq!(Template::from_cbor(&t.to_cbor()), Ok(t));
+            }
+        }
+    }
 }

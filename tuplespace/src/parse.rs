@@ -1189,4 +1189,46 @@ pub(crate) mod tests {
             Ok(Template(vec![Field::Formal(Kind::Int)]))
         );
     }
+
+    #[test]
+    fn mutated_inputs_never_panic_and_round_trip() {
+        let seeds = [
+            r#"("job", 42, -7, 3.5, 1e3, "x\n", true, null, [1, [3]], h'00ff')"#,
+            r#"("job", ?int, _, 1..10, 1<..=2, ..5, /^a\/b$/, [?str, (_, 1)])"#,
+        ];
+        let alphabet: Vec<char> = "()[],.=<>?_/\\\"'h-+e0123456789 \nabinfé".chars().collect();
+        let mut r = Rng(0xDEAD_BEEF_CAFE_F00D);
+        for _ in 0..4000 {
+            let seed = seeds[r.below(2) as usize];
+            let mut chars: Vec<char> = seed.chars().collect();
+            for _ in 0..1 + r.below(3) {
+                let at = r.below(chars.len() as u64 + 1) as usize;
+                match r.below(3) {
+                    0 if at < chars.len() => {
+                        chars.remove(at);
+                    }
+                    _ => chars.insert(at, alphabet[r.below(alphabet.len() as u64) as usize]),
+                }
+            }
+            let input: String = chars.into_iter().collect();
+            match parse_tuple(&input) {
+                Ok(t) => assert_eq!(parse_tuple(&t.to_string()).as_ref(), Ok(&t), "{input}"),
+                Err(e) => {
+                    assert!(e.offset <= input.len());
+                    let _ = e.render(&input);
+                }
+            }
+            match parse_template(&input) {
+                Ok(t) => {
+                    let text = t.to_string();
+                    let back = parse_template(&text).map(|b| b.to_string());
+                    assert_eq!(back.as_deref(), Ok(text.as_str()), "{input}");
+                }
+                Err(e) => {
+                    assert!(e.offset <= input.len());
+                    let _ = e.render(&input);
+                }
+            }
+        }
+    }
 }
