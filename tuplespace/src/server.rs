@@ -1,0 +1,927 @@
+//! [`SpaceServer`]: serves a [`Space`] over ZeroMQ (a `ROUTER` socket; the wire format is in
+//! [`crate::protocol`] and docs/PROTOCOL-SPACE.md).
+//!
+//! One thread owns the socket and loops on `zmq::poll`. A blocked take or read is a waiter
+//! registered in the store (no thread or task per waiter); its sink pushes the delivery into
+//! a channel and rings a doorbell (a Unix socket pair polled next to the `ROUTER`), so an
+//! `out` made by any thread (another client through this server, or an in-process user of
+//! the same [`Space`]) wakes the server thread, which sends the reply.
+//!
+//! Takes hand tuples out as reservations with a lease ([`ServerConfig::reservation_lease`]):
+//! the client confirms on receipt; a reservation never confirmed (client killed, reply lost)
+//! puts the tuple back in its original place when the lease runs out. Blocked requests of a
+//! client that has sent nothing for [`ServerConfig::client_timeout`] are dropped.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::protocol::{ErrorCode, Header, Reply, Request, Wait, FLAG_NO_REPLY, VERSION};
+use crate::space::Space;
+use crate::store::{Delivery, Sink, WaitMode, WaitOutcome, WaiterHandle};
+
+/// Settings of a [`SpaceServer`].
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Where to bind the `ROUTER`, e.g. `tcp://127.0.0.1:*` (the real port is read back).
+    pub endpoint: String,
+    /// How long a taker has to confirm a reservation before the tuple goes back. Default 5 s.
+    pub reservation_lease: Duration,
+    /// Largest request (sum of its frames) accepted. Default 1 MiB.
+    pub max_request_bytes: usize,
+    /// Blocked requests of a client silent for this long are dropped. Default 5 s (the SDK
+    /// sends `PING` every second while it has blocked requests).
+    pub client_timeout: Duration,
+    /// Directory for the space's write-ahead log and snapshots; `None` = memory only.
+    pub data_dir: Option<PathBuf>,
+    /// The ZeroMQ context to use; `None` creates one.
+    pub context: Option<zmq::Context>,
+    /// The space to serve; `None` creates an empty one.
+    pub space: Option<Space>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            endpoint: "tcp://127.0.0.1:*".into(),
+            reservation_lease: Duration::from_secs(5),
+            max_request_bytes: 1024 * 1024,
+            client_timeout: Duration::from_secs(5),
+            data_dir: None,
+            context: None,
+            space: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("endpoint", &self.endpoint)
+            .field("reservation_lease", &self.reservation_lease)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("client_timeout", &self.client_timeout)
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Wakes the server thread from other threads: a byte written to a Unix socket pair that the
+/// server polls next to its `ROUTER`. `rung` keeps it to one pending byte.
+struct Doorbell {
+    tx: UnixStream,
+    rung: AtomicBool,
+}
+
+impl Doorbell {
+    fn ring(&self) {
+        if !self.rung.swap(true, Ordering::AcqRel) {
+            // WouldBlock means bytes are already pending: the server will wake anyway.
+            let _ = (&self.tx).write(&[1]);
+        }
+    }
+}
+
+/// A running space server. Dropping it (or [`SpaceServer::shutdown`]) stops the thread.
+pub struct SpaceServer {
+    endpoint: String,
+    space: Space,
+    stop: Arc<AtomicBool>,
+    bell: Arc<Doorbell>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for SpaceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpaceServer")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpaceServer {
+    /// Binds the `ROUTER` and starts the server thread.
+    pub fn start(config: ServerConfig) -> Result<SpaceServer> {
+        if config.max_request_bytes == 0 {
+            return Err(Error::Config("max_request_bytes must be > 0".into()));
+        }
+        let ctx = config.context.clone().unwrap_or_default();
+        let space = config.space.clone().unwrap_or_default();
+        let router = ctx.socket(zmq::ROUTER)?;
+        router.set_linger(0)?;
+        router.bind(&config.endpoint)?;
+        let endpoint = match router.get_last_endpoint()? {
+            Ok(s) => s,
+            Err(_) => config.endpoint.clone(),
+        };
+        let (bell_tx, bell_rx) = UnixStream::pair()?;
+        bell_tx.set_nonblocking(true)?;
+        bell_rx.set_nonblocking(true)?;
+        let bell = Arc::new(Doorbell {
+            tx: bell_tx,
+            rung: AtomicBool::new(false),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let (dtx, drx) = mpsc::channel();
+        let mut worker = Worker {
+            router,
+            bell_rx,
+            bell: bell.clone(),
+            stop: stop.clone(),
+            space: space.clone(),
+            config,
+            deliveries_tx: dtx,
+            deliveries: drx,
+            pending: HashMap::new(),
+            by_request: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            last_seen: HashMap::new(),
+            next_sweep: Instant::now(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("agora-space".into())
+            .spawn(move || worker.run())?;
+        Ok(SpaceServer {
+            endpoint,
+            space,
+            stop,
+            bell,
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound endpoint with the real port, e.g. `tcp://127.0.0.1:40123`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The served space (shared: in-process `out`s are seen by remote takers).
+    pub fn space(&self) -> &Space {
+        &self.space
+    }
+
+    /// Stops the server thread and waits for it.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.bell.rung.store(false, Ordering::Release);
+        self.bell.ring();
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("space server thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for SpaceServer {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Where a reply goes: the client's routing id, and whether it used a `REQ` socket (an empty
+/// delimiter frame before the header, echoed back).
+#[derive(Clone, Debug)]
+struct Route {
+    identity: Vec<u8>,
+    delimiter: bool,
+}
+
+/// A blocked request waiting at the server.
+struct Pending {
+    route: Route,
+    request_id: u64,
+    handle: WaiterHandle,
+    /// Cancelled (by CANCEL, timeout or a dead client) after the store had already served it:
+    /// the delivery is on its way and must be released, not sent.
+    cancelled: bool,
+}
+
+struct Worker {
+    router: zmq::Socket,
+    bell_rx: UnixStream,
+    bell: Arc<Doorbell>,
+    stop: Arc<AtomicBool>,
+    space: Space,
+    config: ServerConfig,
+    deliveries_tx: mpsc::Sender<Delivery>,
+    deliveries: mpsc::Receiver<Delivery>,
+    /// Waiter id -> blocked request.
+    pending: HashMap<u64, Pending>,
+    /// (client, request id) -> waiter id, for CANCEL.
+    by_request: HashMap<(Vec<u8>, u64), u64>,
+    /// Timeouts of blocked requests: (deadline, waiter id).
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Last time each client with blocked requests was heard from.
+    last_seen: HashMap<Vec<u8>, Instant>,
+    next_sweep: Instant,
+}
+
+/// Most messages handled per poll wake-up before deliveries and timers get a turn.
+const BATCH: usize = 512;
+/// How often dead clients are looked for.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
+impl Worker {
+    fn run(&mut self) {
+        while !self.stop.load(Ordering::Acquire) {
+            let now = Instant::now();
+            let mut wake = self.next_sweep;
+            if let Some(Reverse((d, _))) = self.deadlines.peek() {
+                wake = wake.min(*d);
+            }
+            if let Some(d) = self.space.store().next_deadline() {
+                wake = wake.min(d);
+            }
+            let timeout_ms = wake.saturating_duration_since(now).as_millis().min(1000) as i64;
+            let (router_ready, bell_ready) = {
+                let mut items = [
+                    self.router.as_poll_item(zmq::POLLIN),
+                    zmq::PollItem::from_fd(self.bell_rx.as_raw_fd(), zmq::POLLIN),
+                ];
+                match zmq::poll(&mut items, timeout_ms) {
+                    Ok(_) => (items[0].is_readable(), items[1].is_readable()),
+                    Err(zmq::Error::EINTR) => (false, false),
+                    Err(e) => {
+                        tracing::error!("space server: poll failed: {e}");
+                        break;
+                    }
+                }
+            };
+            if bell_ready {
+                self.bell.rung.store(false, Ordering::Release);
+                let mut buf = [0u8; 64];
+                while matches!((&self.bell_rx).read(&mut buf), Ok(n) if n > 0) {}
+            }
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            if router_ready {
+                for _ in 0..BATCH {
+                    match self.router.recv_multipart(zmq::DONTWAIT) {
+                        Ok(frames) => self.handle(frames),
+                        Err(zmq::Error::EAGAIN) => break,
+                        Err(e) => {
+                            tracing::warn!("space server: recv failed: {e}");
+                            break;
+                        }
+                    }
+                    self.flush_deliveries();
+                }
+            }
+            self.flush_deliveries();
+            self.timers(Instant::now());
+        }
+        self.close();
+    }
+
+    /// Cancels every blocked request so no waiter of a stopped server holds tuples.
+    fn close(&mut self) {
+        let store = self.space.store().clone();
+        for p in self.pending.values() {
+            store.cancel(&p.handle);
+        }
+        for d in self.deliveries.try_iter() {
+            if let Some(r) = d.reservation {
+                let _ = store.release(r);
+            }
+        }
+        self.pending.clear();
+    }
+
+    fn send(&self, route: &Route, reply: &Reply, request_id: u64) {
+        let mut frames: Vec<Vec<u8>> = Vec::with_capacity(5);
+        frames.push(route.identity.clone());
+        if route.delimiter {
+            frames.push(Vec::new());
+        }
+        frames.extend(reply.encode(request_id));
+        if let Err(e) = self.router.send_multipart(frames, zmq::DONTWAIT) {
+            tracing::debug!("space server: reply to request {request_id} not sent: {e}");
+        }
+    }
+
+    fn error(&self, route: &Route, request_id: u64, code: ErrorCode, message: String) {
+        tracing::debug!("space server: error reply {code:?}: {message}");
+        self.send(route, &Reply::Error { code, message }, request_id);
+    }
+
+    fn sink(&self) -> Sink {
+        let tx = self.deliveries_tx.clone();
+        let bell = self.bell.clone();
+        Box::new(move |d| {
+            tx.send(d).map_err(|e| e.0)?;
+            bell.ring();
+            Ok(())
+        })
+    }
+
+    fn handle(&mut self, frames: Vec<Vec<u8>>) {
+        let mut it = frames.into_iter();
+        let Some(identity) = it.next() else {
+            return;
+        };
+        let rest: Vec<Vec<u8>> = it.collect();
+        let delimiter = rest.first().is_some_and(|f| f.is_empty());
+        let route = Route {
+            identity,
+            delimiter,
+        };
+        let rest = if delimiter { &rest[1..] } else { &rest[..] };
+        let Some((head, body)) = rest.split_first() else {
+            self.error(&route, 0, ErrorCode::Malformed, "no header frame".into());
+            return;
+        };
+        let h = match Header::decode(head) {
+            Ok(h) => h,
+            Err(e) => {
+                let Reply::Error { code, message } = Reply::from_error(&e) else {
+                    return;
+                };
+                self.error(&route, 0, code, message);
+                return;
+            }
+        };
+        let now = Instant::now();
+        if let Some(seen) = self.last_seen.get_mut(&route.identity) {
+            *seen = now;
+        }
+        if h.version != VERSION {
+            let msg = format!(
+                "unsupported protocol version {} (this server speaks {VERSION})",
+                h.version
+            );
+            self.error(&route, h.request_id, ErrorCode::UnsupportedVersion, msg);
+            return;
+        }
+        let size: usize = head.len() + body.iter().map(Vec::len).sum::<usize>();
+        if size > self.config.max_request_bytes {
+            let msg = format!(
+                "request of {size} bytes exceeds the limit of {} bytes",
+                self.config.max_request_bytes
+            );
+            self.error(&route, h.request_id, ErrorCode::TooLarge, msg);
+            return;
+        }
+        let body: Vec<&[u8]> = body.iter().map(Vec::as_slice).collect();
+        let req = match Request::decode(h.op, &body) {
+            Ok(r) => r,
+            Err(e) => {
+                if let Reply::Error { code, message } = Reply::from_error(&e) {
+                    self.error(&route, h.request_id, code, message);
+                }
+                return;
+            }
+        };
+        let ack = h.flags & FLAG_NO_REPLY == 0;
+        let store = self.space.store().clone();
+        let lease = Some(self.config.reservation_lease);
+        let reply = match req {
+            Request::Out { tuple, lease } => match store.out(tuple, lease) {
+                Ok(_) => ack.then_some(Reply::Done),
+                Err(e) => Some(Reply::from_error(&e)),
+            },
+            Request::Take { template, wait } => match wait {
+                Wait::NonBlocking => Some(match store.reserve_now(&template, 1, lease) {
+                    Some((r, mut ts)) => match ts.pop() {
+                        Some(tuple) => Reply::Tuple {
+                            tuple,
+                            reservation: Some(r),
+                        },
+                        None => Reply::Done,
+                    },
+                    None => Reply::Done,
+                }),
+                _ => self.block(
+                    &route,
+                    h.request_id,
+                    &template,
+                    WaitMode::Take { lease },
+                    wait,
+                ),
+            },
+            Request::Read { template, wait } => match wait {
+                Wait::NonBlocking => Some(match store.read_now(&template) {
+                    Some(tuple) => Reply::Tuple {
+                        tuple,
+                        reservation: None,
+                    },
+                    None => Reply::Done,
+                }),
+                _ => self.block(&route, h.request_id, &template, WaitMode::Read, wait),
+            },
+            Request::TakeAll { template, max } => {
+                let max = usize::try_from(max).unwrap_or(usize::MAX);
+                Some(match store.reserve_now(&template, max, lease) {
+                    Some((r, tuples)) => Reply::Tuples {
+                        reservation: Some(r),
+                        tuples,
+                    },
+                    None => Reply::Tuples {
+                        reservation: None,
+                        tuples: Vec::new(),
+                    },
+                })
+            }
+            Request::ReadAll { template, max } => {
+                let max = usize::try_from(max).unwrap_or(usize::MAX);
+                Some(Reply::Tuples {
+                    reservation: None,
+                    tuples: store.read_all(&template, max),
+                })
+            }
+            Request::Count { template } => Some(Reply::Count(store.count(&template) as u64)),
+            Request::Dump { template } => Some(Reply::Tuples {
+                reservation: None,
+                tuples: store.dump(template.as_ref()),
+            }),
+            Request::Confirm(r) => match store.confirm(r) {
+                Ok(()) => ack.then_some(Reply::Done),
+                Err(e) => Some(Reply::from_error(&e)),
+            },
+            Request::Release(r) => match store.release(r) {
+                Ok(()) => ack.then_some(Reply::Done),
+                Err(e) => Some(Reply::from_error(&e)),
+            },
+            Request::Cancel(id) => {
+                let found = self.cancel_request(&route.identity, id);
+                ack.then_some(Reply::Cancelled(found))
+            }
+            Request::Ping => ack.then_some(Reply::Done),
+        };
+        if let Some(reply) = reply {
+            self.send(&route, &reply, h.request_id);
+        }
+    }
+
+    /// Registers a blocked take/read (or answers at once if something matches).
+    fn block(
+        &mut self,
+        route: &Route,
+        request_id: u64,
+        template: &crate::template::Template,
+        mode: WaitMode,
+        wait: Wait,
+    ) -> Option<Reply> {
+        let sink = self.sink();
+        match self.space.store().wait(template, mode, sink) {
+            WaitOutcome::Ready { tuple, reservation } => Some(Reply::Tuple { tuple, reservation }),
+            WaitOutcome::Waiting(handle) => {
+                let id = handle.id().0;
+                let now = Instant::now();
+                if let Wait::Timeout(d) = wait {
+                    if let Some(at) = now.checked_add(d) {
+                        self.deadlines.push(Reverse((at, id)));
+                    }
+                }
+                // A duplicate request id replaces the older mapping; the older waiter still
+                // gets its own reply.
+                self.by_request
+                    .insert((route.identity.clone(), request_id), id);
+                self.last_seen.insert(route.identity.clone(), now);
+                self.pending.insert(
+                    id,
+                    Pending {
+                        route: route.clone(),
+                        request_id,
+                        handle,
+                        cancelled: false,
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    /// Withdraws a blocked request. `true` if it was pending (it gets no reply).
+    fn cancel_request(&mut self, identity: &[u8], request_id: u64) -> bool {
+        let Some(wid) = self.by_request.remove(&(identity.to_vec(), request_id)) else {
+            return false;
+        };
+        self.withdraw(wid)
+    }
+
+    /// Removes a waiter without replying. If the store had already served it, the delivery
+    /// is released when it arrives. `false` if it was not pending.
+    fn withdraw(&mut self, wid: u64) -> bool {
+        let store = self.space.store().clone();
+        let Some(p) = self.pending.get_mut(&wid) else {
+            return false;
+        };
+        if p.cancelled {
+            return false;
+        }
+        if store.cancel(&p.handle) {
+            if let Some(p) = self.pending.remove(&wid) {
+                self.by_request.remove(&(p.route.identity, p.request_id));
+            }
+        } else {
+            p.cancelled = true;
+        }
+        true
+    }
+
+    /// Sends the replies for waiters the store has served.
+    fn flush_deliveries(&mut self) {
+        while let Ok(d) = self.deliveries.try_recv() {
+            let p = self.pending.remove(&d.waiter.0);
+            match p {
+                Some(p) if !p.cancelled => {
+                    self.by_request
+                        .remove(&(p.route.identity.clone(), p.request_id));
+                    let reply = Reply::Tuple {
+                        tuple: d.tuple,
+                        reservation: d.reservation,
+                    };
+                    self.send(&p.route, &reply, p.request_id);
+                }
+                other => {
+                    if let Some(p) = other {
+                        self.by_request.remove(&(p.route.identity, p.request_id));
+                    }
+                    if let Some(r) = d.reservation {
+                        let _ = self.space.store().release(r);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wait timeouts, lease expiry and dead clients.
+    fn timers(&mut self, now: Instant) {
+        while let Some(Reverse((at, wid))) = self.deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            let store = self.space.store().clone();
+            let Some(p) = self.pending.get(&wid) else {
+                continue;
+            };
+            if p.cancelled {
+                continue;
+            }
+            if store.cancel(&p.handle) {
+                if let Some(p) = self.pending.remove(&wid) {
+                    self.by_request
+                        .remove(&(p.route.identity.clone(), p.request_id));
+                    // Timed out: an empty OK means "no match".
+                    self.send(&p.route, &Reply::Done, p.request_id);
+                }
+            }
+            // Otherwise it was served just in time; the delivery is answered normally.
+        }
+        if self.space.store().next_deadline().is_some_and(|d| d <= now) {
+            self.space.store().tick(now);
+            self.flush_deliveries();
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP_EVERY;
+            let timeout = self.config.client_timeout;
+            let dead: Vec<Vec<u8>> = self
+                .last_seen
+                .iter()
+                .filter(|(_, seen)| now.saturating_duration_since(**seen) > timeout)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in dead {
+                self.last_seen.remove(&id);
+                let wids: Vec<u64> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| p.route.identity == id)
+                    .map(|(w, _)| *w)
+                    .collect();
+                if !wids.is_empty() {
+                    tracing::info!(
+                        "space server: dropping {} blocked request(s) of a silent client",
+                        wids.len()
+                    );
+                }
+                for w in wids {
+                    self.withdraw(w);
+                }
+            }
+            // Forget clients with nothing pending.
+            let live: std::collections::HashSet<&Vec<u8>> =
+                self.pending.values().map(|p| &p.route.identity).collect();
+            self.last_seen.retain(|id, _| live.contains(id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Op;
+    use crate::template::{Field, Kind, Template};
+    use crate::value::{Tuple, Value};
+
+    fn job(n: i64) -> Tuple {
+        Tuple(vec![Value::from("job"), Value::Int(n)])
+    }
+    fn job_t() -> Template {
+        Template(vec![
+            Field::Actual(Value::from("job")),
+            Field::Formal(Kind::Int),
+        ])
+    }
+
+    fn server(f: impl FnOnce(&mut ServerConfig)) -> SpaceServer {
+        let mut c = ServerConfig::default();
+        f(&mut c);
+        SpaceServer::start(c).expect("server starts")
+    }
+
+    fn dealer(s: &SpaceServer) -> zmq::Socket {
+        let ctx = zmq::Context::new();
+        let d = ctx.socket(zmq::DEALER).unwrap();
+        d.set_linger(0).unwrap();
+        d.connect(s.endpoint()).unwrap();
+        d
+    }
+
+    fn send(sock: &zmq::Socket, req: &Request, id: u64, flags: u8) {
+        sock.send_multipart(req.encode(id, flags), 0).unwrap();
+    }
+
+    /// Receives one reply within `within`, or `None`.
+    fn recv_within(sock: &zmq::Socket, op: Op, within: Duration) -> Option<(u64, Reply)> {
+        if sock.poll(zmq::POLLIN, within.as_millis() as i64).unwrap() == 0 {
+            return None;
+        }
+        let frames = sock.recv_multipart(0).unwrap();
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        Some(Reply::decode(op, &refs).unwrap())
+    }
+
+    fn recv(sock: &zmq::Socket, op: Op) -> (u64, Reply) {
+        recv_within(sock, op, Duration::from_secs(5)).expect("a reply within 5 s")
+    }
+
+    fn call(sock: &zmq::Socket, req: &Request, id: u64) -> Reply {
+        send(sock, req, id, 0);
+        let (rid, r) = recv(sock, req.op());
+        assert_eq!(rid, id);
+        r
+    }
+
+    fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        cond()
+    }
+
+    fn take(wait: Wait) -> Request {
+        Request::Take {
+            template: job_t(),
+            wait,
+        }
+    }
+
+    #[test]
+    fn out_take_confirm_round_trip() {
+        let s = server(|_| {});
+        assert!(s.endpoint().starts_with("tcp://127.0.0.1:"));
+        assert!(!s.endpoint().ends_with(":*"));
+        let c = dealer(&s);
+        let out = Request::Out {
+            tuple: job(1),
+            lease: None,
+        };
+        assert_eq!(call(&c, &out, 1), Reply::Done);
+        let count = Request::Count { template: job_t() };
+        assert_eq!(call(&c, &count, 2), Reply::Count(1));
+        let Reply::Tuple { tuple, reservation } = call(&c, &take(Wait::NonBlocking), 3) else {
+            panic!("expected a tuple")
+        };
+        assert_eq!(tuple, job(1));
+        let r = reservation.expect("takes carry a reservation");
+        assert_eq!(s.space().store().reservation_count(), 1);
+        send(&c, &Request::Confirm(r), 4, FLAG_NO_REPLY);
+        assert_eq!(call(&c, &Request::Ping, 5), Reply::Done);
+        assert_eq!(s.space().store().reservation_count(), 0);
+        assert!(s.space().is_empty());
+        // Confirming again is an error reply.
+        let Reply::Error { code, .. } = call(&c, &Request::Confirm(r), 6) else {
+            panic!("expected an error")
+        };
+        assert_eq!(code, ErrorCode::UnknownReservation);
+        // Non-blocking take/read on an empty space: an empty OK.
+        assert_eq!(call(&c, &take(Wait::NonBlocking), 7), Reply::Done);
+        s.shutdown();
+    }
+
+    #[test]
+    fn bulk_ops_and_dump() {
+        let s = server(|_| {});
+        let c = dealer(&s);
+        for n in 0..4 {
+            let out = Request::Out {
+                tuple: job(n),
+                lease: None,
+            };
+            send(&c, &out, 100 + n as u64, FLAG_NO_REPLY);
+        }
+        let read_all = Request::ReadAll {
+            template: job_t(),
+            max: 2,
+        };
+        assert_eq!(
+            call(&c, &read_all, 1),
+            Reply::Tuples {
+                reservation: None,
+                tuples: vec![job(0), job(1)]
+            }
+        );
+        let take_all = Request::TakeAll {
+            template: job_t(),
+            max: 3,
+        };
+        let Reply::Tuples {
+            reservation: Some(r),
+            tuples,
+        } = call(&c, &take_all, 2)
+        else {
+            panic!("expected tuples with a reservation")
+        };
+        assert_eq!(tuples, vec![job(0), job(1), job(2)]);
+        // Released: they come back in their original places, before job(3).
+        assert_eq!(call(&c, &Request::Release(r), 3), Reply::Done);
+        let dump = Request::Dump { template: None };
+        assert_eq!(
+            call(&c, &dump, 4),
+            Reply::Tuples {
+                reservation: None,
+                tuples: (0..4).map(job).collect()
+            }
+        );
+    }
+
+    #[test]
+    fn blocked_take_satisfied_by_another_client_and_in_process_out() {
+        let s = server(|_| {});
+        let a = dealer(&s);
+        let b = dealer(&s);
+        send(&a, &take(Wait::Forever), 10, 0);
+        assert!(eventually(|| s.space().store().waiter_count() == 1));
+        assert!(recv_within(&a, Op::Take, Duration::from_millis(20)).is_none());
+        let out = Request::Out {
+            tuple: job(5),
+            lease: None,
+        };
+        assert_eq!(call(&b, &out, 1), Reply::Done);
+        let (id, r) = recv(&a, Op::Take);
+        assert_eq!(id, 10);
+        let Reply::Tuple { tuple, reservation } = r else {
+            panic!("expected a tuple")
+        };
+        assert_eq!(tuple, job(5));
+        send(
+            &a,
+            &Request::Confirm(reservation.unwrap()),
+            11,
+            FLAG_NO_REPLY,
+        );
+
+        // An in-process out on the shared space wakes a remote taker too.
+        send(&a, &take(Wait::Timeout(Duration::from_secs(10))), 12, 0);
+        assert!(eventually(|| s.space().store().waiter_count() == 1));
+        s.space().out(job(6)).unwrap();
+        let (id, r) = recv(&a, Op::Take);
+        assert_eq!(id, 12);
+        assert!(matches!(r, Reply::Tuple { tuple, .. } if tuple == job(6)));
+    }
+
+    #[test]
+    fn blocked_take_times_out_with_empty_ok() {
+        let s = server(|_| {});
+        let c = dealer(&s);
+        send(&c, &take(Wait::Timeout(Duration::from_millis(40))), 1, 0);
+        assert_eq!(recv(&c, Op::Take), (1, Reply::Done));
+        assert_eq!(s.space().store().waiter_count(), 0);
+    }
+
+    #[test]
+    fn garbage_gets_error_replies_and_server_keeps_serving() {
+        let s = server(|c| c.max_request_bytes = 256);
+        let c = dealer(&s);
+        let expect_err = |frames: Vec<Vec<u8>>, want: ErrorCode| {
+            c.send_multipart(frames, 0).unwrap();
+            let (_, r) = recv(&c, Op::Ping);
+            match r {
+                Reply::Error { code, message } => {
+                    assert_eq!(code, want, "{message}");
+                    assert!(!message.is_empty());
+                }
+                other => panic!("expected {want:?}, got {other:?}"),
+            }
+        };
+        expect_err(vec![b"garbage".to_vec()], ErrorCode::Malformed);
+        let mut h = Header::new(Op::Ping, 0, 1).encode();
+        h[0] = 9;
+        expect_err(vec![h.to_vec()], ErrorCode::UnsupportedVersion);
+        let h = Header {
+            version: 1,
+            op: 0x3F,
+            flags: 0,
+            request_id: 2,
+        };
+        expect_err(vec![h.encode().to_vec()], ErrorCode::UnknownOp);
+        let h = Header::new(Op::Take, 0, 3).encode().to_vec();
+        expect_err(
+            vec![h.clone(), vec![0xff, 0xfe, 0x00]],
+            ErrorCode::BadTemplate,
+        );
+        expect_err(vec![h.clone(), vec![0; 300]], ErrorCode::TooLarge);
+        let h = Header::new(Op::Out, 0, 4).encode().to_vec();
+        expect_err(vec![h], ErrorCode::Malformed);
+        assert_eq!(call(&c, &Request::Ping, 5), Reply::Done);
+    }
+
+    #[test]
+    fn req_socket_delimiter_is_echoed() {
+        let s = server(|_| {});
+        let ctx = zmq::Context::new();
+        let req = ctx.socket(zmq::REQ).unwrap();
+        req.set_linger(0).unwrap();
+        req.connect(s.endpoint()).unwrap();
+        assert_eq!(call(&req, &Request::Ping, 77), Reply::Done);
+    }
+
+    #[test]
+    fn unconfirmed_take_comes_back_after_the_lease() {
+        let s = server(|c| c.reservation_lease = Duration::from_millis(100));
+        let a = dealer(&s);
+        let b = dealer(&s);
+        s.space().out(job(1)).unwrap();
+        s.space().out(job(2)).unwrap();
+        let Reply::Tuple { tuple, .. } = call(&a, &take(Wait::NonBlocking), 1) else {
+            panic!("expected a tuple")
+        };
+        assert_eq!(tuple, job(1));
+        // a never confirms. b waits for the oldest job: job(1) comes back first, in place.
+        let t1 = Template(vec![
+            Field::Actual(Value::from("job")),
+            Field::Actual(Value::Int(1)),
+        ]);
+        let wait = Request::Take {
+            template: t1,
+            wait: Wait::Timeout(Duration::from_secs(5)),
+        };
+        send(&b, &wait, 2, 0);
+        let (_, r) = recv(&b, Op::Take);
+        assert!(matches!(r, Reply::Tuple { tuple, .. } if tuple == job(1)));
+        let Reply::Tuple { tuple, .. } = call(&b, &take(Wait::NonBlocking), 3) else {
+            panic!("expected a tuple")
+        };
+        assert_eq!(tuple, job(2));
+    }
+
+    #[test]
+    fn cancel_removes_the_waiter() {
+        let s = server(|_| {});
+        let a = dealer(&s);
+        send(&a, &take(Wait::Forever), 5, 0);
+        assert!(eventually(|| s.space().store().waiter_count() == 1));
+        assert_eq!(call(&a, &Request::Cancel(5), 6), Reply::Cancelled(true));
+        assert_eq!(call(&a, &Request::Cancel(5), 7), Reply::Cancelled(false));
+        assert_eq!(s.space().store().waiter_count(), 0);
+        s.space().out(job(1)).unwrap();
+        assert_eq!(
+            call(&a, &Request::Count { template: job_t() }, 8),
+            Reply::Count(1)
+        );
+        // No late reply for the cancelled take.
+        assert!(recv_within(&a, Op::Take, Duration::from_millis(50)).is_none());
+    }
+
+    #[test]
+    fn silent_client_waiters_are_dropped() {
+        let s = server(|c| c.client_timeout = Duration::from_millis(100));
+        let a = dealer(&s);
+        send(&a, &take(Wait::Forever), 1, 0);
+        assert!(eventually(|| s.space().store().waiter_count() == 1));
+        assert!(eventually(|| s.space().store().waiter_count() == 0));
+        s.space().out(job(1)).unwrap();
+        assert_eq!(s.space().len(), 1);
+    }
+}
