@@ -511,3 +511,117 @@ fn group_commit_publishes_durable_offsets() {
     drop(log); // closes the syncer
     handle.join().unwrap().unwrap();
 }
+
+/// Throughput figures for docs/LOG.md; no assertions on time. Run with
+/// `cargo test -p agora-bus --release --lib log::tests::throughput_report -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput_report() {
+    const N: u64 = 1_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogOptions {
+        fsync: FsyncPolicy::Never,
+        ..LogOptions::default()
+    };
+    let (mut log, _) = EventLog::open(dir.path(), opts.clone()).unwrap();
+    let payload = [7u8; 64];
+    let t = Instant::now();
+    for i in 0..N {
+        log.append(&Record {
+            offset: i,
+            seq: i + 1,
+            time_ns: i,
+            content_type: 1,
+            producer: None,
+            topic: "sensors.kitchen.temp",
+            payload: &payload,
+        })
+        .unwrap();
+        if i % 1000 == 999 {
+            log.commit().unwrap();
+        }
+    }
+    log.flush().unwrap();
+    let append = t.elapsed();
+    let t = Instant::now();
+    let mut reader = log.reader();
+    let (mut next, mut n) = (0, 0u64);
+    while next < N {
+        next = reader
+            .read_with(next, 10_000, usize::MAX, |r| n += r.payload.len() as u64)
+            .unwrap();
+    }
+    let read_borrowed = t.elapsed();
+    let t = Instant::now();
+    let mut next = 0;
+    while next < N {
+        let b = reader.read(next, 10_000, usize::MAX).unwrap();
+        next = b.last().unwrap().offset + 1;
+    }
+    let read_owned = t.elapsed();
+    let t = Instant::now();
+    let mut reader2 = log.reader();
+    let mut hits = 0;
+    for k in 0..10_000u64 {
+        let from = (k * 7919) % N;
+        hits += reader2.read(from, 1, 1 << 20).unwrap().len();
+    }
+    let random = t.elapsed();
+    let bytes = log.size_bytes();
+    let t = Instant::now();
+    log.sync().unwrap();
+    let sync1 = t.elapsed();
+    drop(log);
+    let t = Instant::now();
+    let (log, rec) = EventLog::open(dir.path(), opts.clone()).unwrap();
+    let reopen = t.elapsed();
+    assert_eq!(rec.next_offset, N);
+    drop(log);
+    let t = Instant::now();
+    let verify = LogOptions {
+        verify_on_open: true,
+        ..opts
+    };
+    let (mut log, _) = EventLog::open(dir.path(), verify).unwrap();
+    let reopen_verify = t.elapsed();
+    let t = Instant::now();
+    for _ in 0..200 {
+        let i = log.next_offset();
+        log.append(&Record {
+            offset: i,
+            seq: 1,
+            time_ns: i,
+            content_type: 1,
+            producer: None,
+            topic: "t",
+            payload: &payload,
+        })
+        .unwrap();
+        log.sync().unwrap();
+    }
+    let synced = t.elapsed();
+    let rate = |d: Duration| N as f64 / d.as_secs_f64();
+    println!(
+        "log size: {:.1} MiB, {} payload bytes read, {hits} random hits",
+        bytes as f64 / 1048576.0,
+        n
+    );
+    println!(
+        "append 1M x 64 B (commit every 1000): {append:?} = {:.2} M rec/s",
+        rate(append) / 1e6
+    );
+    println!(
+        "read_with (borrowed): {read_borrowed:?} = {:.2} M rec/s",
+        rate(read_borrowed) / 1e6
+    );
+    println!(
+        "read (owned): {read_owned:?} = {:.2} M rec/s",
+        rate(read_owned) / 1e6
+    );
+    println!("10k random single-record reads: {random:?}");
+    println!("final sync: {sync1:?}; reopen (summaries): {reopen:?}; reopen (verify all): {reopen_verify:?}");
+    println!(
+        "200 append+fdatasync: {synced:?} = {:?} per sync",
+        synced / 200
+    );
+}
