@@ -1,0 +1,172 @@
+//! The `agora-broker` binary as a user runs it: the ready line, serving, clean exit on
+//! SIGTERM/SIGINT, and exit code 2 with a message for bad flags.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A running broker process, killed on drop if a test fails before it exits.
+struct BrokerProc {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for BrokerProc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl BrokerProc {
+    /// Start the broker on an ephemeral port and wait for its ready line.
+    fn start(data: &Path) -> BrokerProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agora-broker"))
+            .args(["--listen", "tcp://127.0.0.1:*", "--data"])
+            .arg(data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn agora-broker");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut proc = BrokerProc {
+            child,
+            endpoint: String::new(),
+        };
+        // Read lines on a thread so the wait has a deadline.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(DEADLINE)
+            .expect("the broker prints its ready line");
+        let endpoint = line
+            .strip_prefix("agora-broker ready: ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+        let port = endpoint
+            .strip_prefix("tcp://127.0.0.1:")
+            .unwrap_or_else(|| panic!("endpoint on loopback: {endpoint}"));
+        let port: u16 = port.parse().expect("a port number");
+        assert_ne!(port, 0);
+        proc.endpoint = endpoint.to_string();
+        proc
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig})");
+    }
+
+    /// Wait for the process to exit, failing the test after the deadline.
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "broker did not exit in time");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// HELLO over a raw DEALER: the reply header and the CBOR body's `version`.
+fn hello(endpoint: &str) {
+    let ctx = zmq::Context::new();
+    let d = ctx.socket(zmq::DEALER).expect("socket");
+    d.set_rcvtimeo(5000).expect("rcvtimeo");
+    d.set_linger(0).expect("linger");
+    d.connect(endpoint).expect("connect");
+    // version 1, op HELLO (0x02), flags 0, content type 0, request id 42 (u64 LE)
+    let req = [1u8, 0x02, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0];
+    d.send(&req[..], 0).expect("send");
+    let reply = d.recv_multipart(0).expect("a HELLO reply");
+    assert_eq!(reply.len(), 2, "header + CBOR body");
+    assert_eq!(reply[0], [1u8, 0x80, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0]);
+    let body: ciborium::value::Value = ciborium::from_reader(&reply[1][..]).expect("CBOR body");
+    let version = body
+        .as_map()
+        .and_then(|m| {
+            m.iter()
+                .find(|(k, _)| k.as_text() == Some("version"))
+                .map(|(_, v)| v.clone())
+        })
+        .and_then(|v| v.as_integer())
+        .map(i128::from);
+    assert_eq!(version, Some(1));
+}
+
+fn serves_then_exits_cleanly_on(sig: libc::c_int) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let mut broker = BrokerProc::start(&data);
+    assert!(data.is_dir(), "the data dir is created");
+    hello(&broker.endpoint);
+    broker.signal(sig);
+    let status = broker.wait_exit();
+    assert!(
+        status.success(),
+        "exit status after signal {sig}: {status:?}"
+    );
+}
+
+#[test]
+fn sigterm_exits_zero() {
+    serves_then_exits_cleanly_on(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_exits_zero() {
+    serves_then_exits_cleanly_on(libc::SIGINT);
+}
+
+/// Run the broker with `args` and expect exit code 2 and an error on stderr.
+fn fails_with_usage(args: &[&str], data: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_agora-broker"))
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agora-broker");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "no ready line on failure");
+    assert!(!stderr.trim().is_empty(), "a message on stderr");
+    stderr
+}
+
+#[test]
+fn bad_flags_exit_two_with_a_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stderr = fails_with_usage(&["--listen", "udp://x"], dir.path());
+    assert!(stderr.contains("agora-broker: error:"), "{stderr}");
+    assert!(stderr.contains("udp://x"), "names the endpoint: {stderr}");
+    fails_with_usage(&["--no-such-flag"], dir.path());
+    fails_with_usage(&["--max-payload", "lots"], dir.path());
+    fails_with_usage(&["--slow-consumer-timeout", "soon"], dir.path());
+}
+
+#[test]
+fn a_taken_port_exits_two() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = BrokerProc::start(&dir.path().join("a"));
+    let stderr = fails_with_usage(&["--listen", &first.endpoint], &dir.path().join("b"));
+    assert!(stderr.contains("agora-broker: error:"), "{stderr}");
+    hello(&first.endpoint);
+}

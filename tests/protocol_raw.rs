@@ -1,0 +1,653 @@
+//! The bus wire protocol spoken with raw ZeroMQ sockets, as a foreign client would.
+//!
+//! Nothing here uses the agora SDK or `agora_bus::protocol`: every header, meta frame, flag,
+//! op and error code is written out as bytes, so these tests pin the format docs/PROTOCOL.md
+//! describes. A change to the wire format has to change this file too.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use agora_examples::TestBroker;
+use ciborium::value::Value;
+
+/// How long any single receive may wait before the test fails.
+const RECV_TIMEOUT_MS: i32 = 5000;
+
+// Header byte 1: ops.
+const OP_PUBLISH: u8 = 0x01;
+const OP_HELLO: u8 = 0x02;
+const OP_PING: u8 = 0x03;
+const OP_STATS: u8 = 0x04;
+const OP_SYNC: u8 = 0x05;
+const OP_OK: u8 = 0x80;
+const OP_ERROR: u8 = 0x81;
+
+// Header byte 2: publish flags.
+const FLAG_ACK: u8 = 0x01;
+const FLAG_CONFIRM: u8 = 0x02;
+
+// Header byte 3 / meta byte 1: content types.
+const CT_CBOR: u8 = 0;
+const CT_RAW: u8 = 1;
+const CT_JSON: u8 = 2;
+const CT_TEXT: u8 = 3;
+
+// Error reply codes (u16 little-endian).
+const E_MALFORMED: u16 = 1;
+const E_UNKNOWN_OP: u16 = 2;
+const E_PAYLOAD_TOO_LARGE: u16 = 3;
+const E_BAD_TOPIC: u16 = 4;
+const E_UNSUPPORTED_VERSION: u16 = 5;
+const E_BAD_REQUEST: u16 = 7;
+
+// Meta byte 2: kinds.
+const KIND_EVENT: u8 = 0;
+const KIND_BEACON: u8 = 1;
+
+/// Offset of events the broker does not log (`$sys.*`, `$sync.*`, beacons).
+const UNLOGGED: u64 = u64::MAX;
+
+/// A 12-byte request header: version 1, op, flags, content type, request id (u64 LE).
+fn header(op: u8, flags: u8, content_type: u8, request_id: u64) -> Vec<u8> {
+    let mut h = vec![1, op, flags, content_type];
+    h.extend_from_slice(&request_id.to_le_bytes());
+    h
+}
+
+fn le64(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().expect("8 bytes"))
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64
+}
+
+fn socket(ctx: &zmq::Context, kind: zmq::SocketType, endpoint: &str) -> zmq::Socket {
+    let s = ctx.socket(kind).expect("socket");
+    s.set_rcvtimeo(RECV_TIMEOUT_MS).expect("rcvtimeo");
+    s.set_linger(0).expect("linger");
+    s.connect(endpoint).expect("connect");
+    s
+}
+
+fn dealer(ctx: &zmq::Context, endpoint: &str) -> zmq::Socket {
+    socket(ctx, zmq::DEALER, endpoint)
+}
+
+fn send(sock: &zmq::Socket, frames: &[&[u8]]) {
+    sock.send_multipart(frames.iter().copied(), 0)
+        .expect("send");
+}
+
+fn recv(sock: &zmq::Socket) -> Vec<Vec<u8>> {
+    sock.recv_multipart(0)
+        .expect("a message within the deadline")
+}
+
+/// Send a request and return the reply frames (header first).
+fn request(sock: &zmq::Socket, frames: &[&[u8]]) -> Vec<Vec<u8>> {
+    send(sock, frames);
+    recv(sock)
+}
+
+/// Check an error reply: header op 0x81 with the request id, code, non-empty message.
+fn assert_error(reply: &[Vec<u8>], request_id: u64, code: u16) -> String {
+    assert_eq!(
+        reply.len(),
+        3,
+        "error reply is header, code, message: {reply:?}"
+    );
+    assert_eq!(reply[0], header(OP_ERROR, 0, 0, request_id), "error header");
+    assert_eq!(reply[1].len(), 2, "code is a u16");
+    let got = u16::from_le_bytes([reply[1][0], reply[1][1]]);
+    let msg = String::from_utf8(reply[2].clone()).expect("UTF-8 message");
+    assert_eq!(got, code, "error code (message: {msg})");
+    assert!(!msg.is_empty());
+    msg
+}
+
+/// A CBOR map's text-keyed entries.
+fn cbor_map(bytes: &[u8]) -> BTreeMap<String, Value> {
+    let v: Value = ciborium::from_reader(bytes).expect("CBOR body");
+    let Value::Map(entries) = v else {
+        panic!("body is not a CBOR map: {v:?}");
+    };
+    entries
+        .into_iter()
+        .map(|(k, v)| (k.into_text().expect("text keys"), v))
+        .collect()
+}
+
+fn int(v: &Value) -> u64 {
+    let i: i128 = v.as_integer().expect("integer").into();
+    u64::try_from(i).expect("non-negative")
+}
+
+/// HELLO: returns the reply's CBOR map.
+fn hello(sock: &zmq::Socket, request_id: u64) -> BTreeMap<String, Value> {
+    let reply = request(sock, &[&header(OP_HELLO, 0, 0, request_id)]);
+    assert_eq!(reply.len(), 2, "HELLO reply is header + CBOR body");
+    assert_eq!(reply[0], header(OP_OK, 0, 0, request_id));
+    cbor_map(&reply[1])
+}
+
+fn events_endpoint(ctx: &zmq::Context, endpoint: &str) -> String {
+    let d = dealer(ctx, endpoint);
+    let m = hello(&d, 1);
+    m["events"].as_text().expect("events is text").to_string()
+}
+
+/// One event off a SUB socket, split into its three frames.
+struct Event {
+    topic: Vec<u8>,
+    meta: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl Event {
+    fn kind(&self) -> u8 {
+        self.meta[2]
+    }
+    fn offset(&self) -> u64 {
+        le64(&self.meta[8..16])
+    }
+    fn seq(&self) -> u64 {
+        le64(&self.meta[16..24])
+    }
+    fn time_ns(&self) -> u64 {
+        le64(&self.meta[24..32])
+    }
+}
+
+fn recv_event(sub: &zmq::Socket) -> Event {
+    let mut frames = recv(sub);
+    assert_eq!(frames.len(), 3, "an event is topic, meta, payload");
+    let payload = frames.pop().expect("3");
+    let meta = frames.pop().expect("3");
+    let topic = frames.pop().expect("3");
+    assert_eq!(meta.len(), 32, "meta is 32 bytes");
+    assert_eq!(meta[0], 1, "meta version");
+    assert_eq!(&meta[3..8], &[0; 5], "reserved meta bytes are zero");
+    Event {
+        topic,
+        meta,
+        payload,
+    }
+}
+
+/// The next event that is not a sequence beacon.
+fn recv_non_beacon(sub: &zmq::Socket) -> Event {
+    loop {
+        let ev = recv_event(sub);
+        if ev.kind() != KIND_BEACON {
+            return ev;
+        }
+    }
+}
+
+/// A SUB socket subscribed to `prefixes`, returned once the broker provably delivers to it:
+/// subscribe `$sync.<token>` too and send SYNC until that event arrives.
+fn subscriber(ctx: &zmq::Context, endpoint: &str, prefixes: &[&[u8]]) -> zmq::Socket {
+    let events = events_endpoint(ctx, endpoint);
+    let sub = socket(ctx, zmq::SUB, &events);
+    for p in prefixes {
+        sub.set_subscribe(p).expect("subscribe");
+    }
+    let token = format!("t{}", now_ns());
+    let sync_topic = format!("$sync.{token}");
+    sub.set_subscribe(sync_topic.as_bytes()).expect("subscribe");
+    let req = dealer(ctx, endpoint);
+    let deadline = Instant::now() + Duration::from_millis(RECV_TIMEOUT_MS as u64);
+    let mut id = 100;
+    loop {
+        assert!(Instant::now() < deadline, "SYNC barrier never came back");
+        id += 1;
+        let reply = request(&req, &[&header(OP_SYNC, 0, 0, id), token.as_bytes()]);
+        assert_eq!(reply, vec![header(OP_OK, 0, 0, id)], "SYNC reply");
+        // The SYNC event left the broker before its reply: poll briefly for it.
+        let mut items = [sub.as_poll_item(zmq::POLLIN)];
+        if zmq::poll(&mut items, 50).expect("poll") > 0 {
+            let ev = recv_event(&sub);
+            if ev.topic == sync_topic.as_bytes() {
+                sub.set_unsubscribe(sync_topic.as_bytes())
+                    .expect("unsubscribe");
+                return sub;
+            }
+            panic!(
+                "unexpected event before the barrier: {}",
+                String::from_utf8_lossy(&ev.topic)
+            );
+        }
+    }
+}
+
+#[test]
+fn hello_over_dealer_decodes_as_a_cbor_map() {
+    let broker = TestBroker::start();
+    let ctx = zmq::Context::new();
+    let d = dealer(&ctx, &broker.endpoint());
+    let m = hello(&d, 0x1122_3344_5566_7788);
+    assert_eq!(int(&m["version"]), 1);
+    let events = m["events"].as_text().expect("text");
+    assert!(events.starts_with("tcp://127.0.0.1:"), "{events}");
+    assert_ne!(events, broker.endpoint());
+    assert!(
+        m.contains_key("space"),
+        "space key present (null or an endpoint)"
+    );
+    assert!(m["space"].is_null() || m["space"].is_text());
+    assert_eq!(int(&m["max_payload"]), 1024 * 1024);
+    assert_eq!(int(&m["max_topic"]), 255);
+
+    // Request id 0 is fine too; PING answers with a bare header.
+    assert_eq!(
+        request(&d, &[&header(OP_PING, 0, 0, 0)]),
+        vec![header(OP_OK, 0, 0, 0)]
+    );
+}
+
+#[test]
+fn publish_with_ack_and_every_meta_byte_on_the_subscriber() {
+    let broker = TestBroker::start_with(|c| c.stats_interval = Duration::from_secs(3600));
+    let ctx = zmq::Context::new();
+    let sub = subscriber(&ctx, &broker.endpoint(), &[b"raw."]);
+    let publ = dealer(&ctx, &broker.endpoint());
+
+    /// topic, flags, content type, payload, expected offset, expected seq
+    type Case<'a> = (&'a [u8], u8, u8, &'a [u8], u64, u64);
+    let before = now_ns();
+    let cases: [Case; 5] = [
+        (b"raw.t", FLAG_ACK, CT_JSON, br#"{"a":1}"#, 0, 1),
+        (b"raw.t", FLAG_ACK, CT_CBOR, &[0xa1, 0x61, 0x61, 0x01], 1, 2),
+        (b"raw.u", FLAG_CONFIRM, CT_TEXT, "h\u{e9}".as_bytes(), 2, 1),
+        (
+            b"raw.t",
+            FLAG_ACK | FLAG_CONFIRM,
+            CT_RAW,
+            &[0, 255, 7],
+            3,
+            3,
+        ),
+        (b"raw.u", FLAG_ACK, 0x42, b"", 4, 2),
+    ];
+    for (i, (topic, flags, ct, payload, offset, seq)) in cases.iter().enumerate() {
+        let id = 1000 + i as u64;
+        let reply = request(
+            &publ,
+            &[&header(OP_PUBLISH, *flags, *ct, id), topic, payload],
+        );
+        assert_eq!(reply.len(), 2, "ack is header + 16-byte body");
+        assert_eq!(reply[0], header(OP_OK, 0, 0, id));
+        assert_eq!(reply[1].len(), 16);
+        assert_eq!(le64(&reply[1][..8]), *offset, "acked offset");
+        assert_eq!(le64(&reply[1][8..]), *seq, "acked seq");
+    }
+    // Without a flag there is no reply: the next reply is the PING's.
+    send(
+        &publ,
+        &[&header(OP_PUBLISH, 0, CT_CBOR, 77), b"raw.t", &[0xf6]],
+    );
+    assert_eq!(
+        request(&publ, &[&header(OP_PING, 0, 0, 78)]),
+        vec![header(OP_OK, 0, 0, 78)]
+    );
+    let after = now_ns();
+
+    let mut last_time = 0;
+    for (topic, _, ct, payload, offset, seq) in cases {
+        let ev = recv_non_beacon(&sub);
+        assert_eq!(ev.topic, topic);
+        assert_eq!(ev.meta[1], ct, "content type byte carried unchanged");
+        assert_eq!(ev.kind(), KIND_EVENT);
+        assert_eq!(ev.offset(), offset);
+        assert_eq!(ev.seq(), seq);
+        assert!(ev.time_ns() >= before && ev.time_ns() <= after, "time");
+        assert!(ev.time_ns() >= last_time, "time never goes back");
+        last_time = ev.time_ns();
+        assert_eq!(ev.payload, payload);
+    }
+    let ev = recv_non_beacon(&sub);
+    assert_eq!(
+        (ev.topic.as_slice(), ev.offset(), ev.seq()),
+        (&b"raw.t"[..], 5, 4)
+    );
+    assert_eq!(ev.payload, [0xf6]);
+}
+
+#[test]
+fn req_socket_works_and_replies_carry_the_delimiter() {
+    let broker = TestBroker::start();
+    let ctx = zmq::Context::new();
+    // A REQ socket adds the empty delimiter itself and only accepts a delimited reply.
+    let req = socket(&ctx, zmq::REQ, &broker.endpoint());
+    let reply = request(&req, &[&header(OP_HELLO, 0, 0, 5)]);
+    assert_eq!(reply[0], header(OP_OK, 0, 0, 5));
+    assert_eq!(int(&cbor_map(&reply[1])["version"]), 1);
+    let reply = request(
+        &req,
+        &[&header(OP_PUBLISH, FLAG_ACK, CT_CBOR, 6), b"req.t", &[1]],
+    );
+    assert_eq!(reply[0], header(OP_OK, 0, 0, 6));
+    assert_eq!(reply[1].len(), 16);
+    let reply = request(&req, &[&header(OP_PUBLISH, 0, 0, 7), b"a..b", b""]);
+    assert_error(&reply, 7, E_BAD_TOPIC);
+
+    // A DEALER that writes the delimiter by hand sees it echoed.
+    let d = dealer(&ctx, &broker.endpoint());
+    let reply = request(&d, &[b"", &header(OP_PING, 0, 0, 8)]);
+    assert_eq!(reply, vec![Vec::new(), header(OP_OK, 0, 0, 8)]);
+    let reply = request(&d, &[b"", b"junk"]);
+    assert_eq!(reply[0], b"");
+    assert_error(&reply[1..], 0, E_MALFORMED);
+    // A lone empty frame: delimiter without a header.
+    let reply = request(&d, &[b""]);
+    assert_eq!(reply[0], b"");
+    assert_error(&reply[1..], 0, E_MALFORMED);
+}
+
+#[test]
+fn garbage_gets_error_replies_and_the_broker_keeps_serving() {
+    let broker = TestBroker::start_with(|c| c.max_payload = 64);
+    let ctx = zmq::Context::new();
+    let ep = broker.endpoint();
+    let sub = subscriber(&ctx, &ep, &[b"ok."]);
+    let bad = dealer(&ctx, &ep);
+
+    let long_topic = vec![b'a'; 256];
+    let max_topic = vec![b'b'; 255];
+    let exactly_max = vec![0u8; 64];
+    let mut wrong_version = header(OP_PING, 0, 0, 31);
+    wrong_version[0] = 2;
+    let mut long_header = header(OP_PING, 0, 0, 33);
+    long_header.push(0);
+    let publish = |id| header(OP_PUBLISH, FLAG_ACK, 0, id);
+    let v = |b: &[u8]| b.to_vec();
+
+    // (frames, request id the error reply carries, code)
+    let mut too_many = vec![publish(42)];
+    for _ in 0..8 {
+        too_many.push(v(b"x"));
+    }
+    let cases: Vec<(Vec<Vec<u8>>, u64, u16)> = vec![
+        (vec![v(b"hello")], 0, E_MALFORMED),
+        (vec![v(&header(OP_PING, 0, 0, 32)[..11])], 0, E_MALFORMED),
+        (vec![long_header], 0, E_MALFORMED),
+        (vec![wrong_version], 31, E_UNSUPPORTED_VERSION),
+        (vec![header(0x7f, 0, 0, 34)], 34, E_UNKNOWN_OP),
+        (vec![header(0x00, 0, 0, 35)], 35, E_UNKNOWN_OP),
+        (vec![header(0x06, 0, 0, 36)], 36, E_UNKNOWN_OP),
+        (vec![publish(40)], 40, E_MALFORMED),
+        (vec![publish(41), v(b"ok.t")], 41, E_MALFORMED),
+        (too_many, 42, E_MALFORMED),
+        (
+            vec![publish(43), v(b"ok.t"), v(b"p"), v(b"extra")],
+            43,
+            E_MALFORMED,
+        ),
+        (vec![publish(44), v(b"a..b"), v(b"p")], 44, E_BAD_TOPIC),
+        (
+            vec![publish(45), v(b"$sys.stats"), v(b"p")],
+            45,
+            E_BAD_TOPIC,
+        ),
+        (vec![publish(46), v(b"$sync.x"), v(b"p")], 46, E_BAD_TOPIC),
+        (
+            vec![publish(47), v(&[0xff, 0xfe, b'.', b'a']), v(b"p")],
+            47,
+            E_BAD_TOPIC,
+        ),
+        (vec![publish(48), v(b""), v(b"p")], 48, E_BAD_TOPIC),
+        (vec![publish(49), long_topic, v(b"p")], 49, E_BAD_TOPIC),
+        (
+            vec![publish(50), v(b"ok.t"), vec![0; 65]],
+            50,
+            E_PAYLOAD_TOO_LARGE,
+        ),
+        (
+            vec![header(OP_PING, 0, 0, 51), v(b"extra")],
+            51,
+            E_MALFORMED,
+        ),
+        (
+            vec![header(OP_HELLO, 0, 0, 52), v(b"extra")],
+            52,
+            E_MALFORMED,
+        ),
+        (
+            vec![header(OP_STATS, 0, 0, 53), v(b"extra")],
+            53,
+            E_MALFORMED,
+        ),
+        (vec![header(OP_SYNC, 0, 0, 54)], 54, E_MALFORMED),
+        (
+            vec![header(OP_SYNC, 0, 0, 55), v(b"has space")],
+            55,
+            E_MALFORMED,
+        ),
+        (vec![header(OP_SYNC, 0, 0, 56), v(b"")], 56, E_MALFORMED),
+        (
+            vec![header(OP_SYNC, 0, 0, 57), vec![b'k'; 65]],
+            57,
+            E_MALFORMED,
+        ),
+        (vec![header(OP_OK, 0, 0, 58)], 58, E_BAD_REQUEST),
+        (vec![header(OP_ERROR, 0, 0, 59)], 59, E_BAD_REQUEST),
+    ];
+    for (frames, id, code) in &cases {
+        let frames: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        let reply = request(&bad, &frames);
+        let msg = assert_error(&reply, *id, *code);
+        if *code == E_PAYLOAD_TOO_LARGE {
+            assert!(msg.contains("64"), "message names the limit: {msg}");
+        }
+    }
+    // More topic/char cases, each its own request.
+    for (i, topic) in [&b"a b"[..], b"a.", b".a", b"a\tb", b"a.*", b"a.>", b"x*y"]
+        .iter()
+        .enumerate()
+    {
+        let id = 60 + i as u64;
+        let reply = request(&bad, &[&header(OP_PUBLISH, 0, 0, id), topic, b"p"]);
+        assert_error(&reply, id, E_BAD_TOPIC);
+    }
+
+    // The garbage socket is still served, and so is everyone else; limits are inclusive.
+    assert_eq!(int(&hello(&bad, 70)["version"]), 1);
+    let good = dealer(&ctx, &ep);
+    for topic in [&b"ok.t"[..], &max_topic] {
+        let reply = request(
+            &good,
+            &[
+                &header(OP_PUBLISH, FLAG_ACK, CT_RAW, 71),
+                topic,
+                &exactly_max,
+            ],
+        );
+        assert_eq!(reply[0], header(OP_OK, 0, 0, 71));
+    }
+    let ev = recv_non_beacon(&sub);
+    assert_eq!(ev.topic, b"ok.t");
+    assert_eq!(
+        (ev.offset(), ev.seq()),
+        (0, 1),
+        "no refused publish used an offset"
+    );
+    assert_eq!(ev.payload, exactly_max);
+
+    let reply = request(&good, &[&header(OP_STATS, 0, 0, 72)]);
+    assert_eq!(reply[0], header(OP_OK, 0, 0, 72));
+    let stats = cbor_map(&reply[1]);
+    assert_eq!(int(&stats["events_in"]), 2);
+    // Publishes refused for their topic or size: 7 in the table, 7 in the loop. (Publishes
+    // with the wrong frame count are refused before that check and not counted.)
+    assert_eq!(int(&stats["rejected"]), 14);
+}
+
+#[test]
+fn half_conversations_and_raw_tcp_junk_do_not_hurt_the_broker() {
+    let broker = TestBroker::start();
+    let ctx = zmq::Context::new();
+    let ep = broker.endpoint();
+
+    // A DEALER that sends the first frame of a request and vanishes.
+    {
+        let d = dealer(&ctx, &ep);
+        d.send(&header(OP_PUBLISH, FLAG_ACK, 0, 1)[..], zmq::SNDMORE)
+            .expect("send");
+        d.send(&b"half.t"[..], zmq::SNDMORE).expect("send");
+    }
+    // A DEALER that asks and leaves before the reply.
+    {
+        let d = dealer(&ctx, &ep);
+        send(&d, &[&header(OP_PUBLISH, FLAG_ACK, 0, 2), b"half.t", b"x"]);
+        send(&d, &[&header(OP_STATS, 0, 0, 3)]);
+    }
+    // Plain TCP: half a ZMTP greeting, then junk, then a hang-up.
+    let addr = ep.trim_start_matches("tcp://");
+    for junk in [
+        &[0xffu8, 0, 0, 0][..],
+        b"GET / HTTP/1.1\r\n\r\n",
+        &[0u8; 300],
+    ] {
+        let mut s = std::net::TcpStream::connect(addr).expect("tcp connect");
+        let _ = s.write_all(junk);
+    }
+
+    // Everyone else is served.
+    let d = dealer(&ctx, &ep);
+    assert_eq!(int(&hello(&d, 9)["version"]), 1);
+    let reply = request(&d, &[&header(OP_PUBLISH, FLAG_ACK, 0, 10), b"half.t", b"y"]);
+    assert_eq!(reply[0], header(OP_OK, 0, 0, 10));
+    assert_eq!(reply[1].len(), 16);
+}
+
+#[test]
+fn sync_barrier_event_and_reply() {
+    let broker = TestBroker::start();
+    let ctx = zmq::Context::new();
+    let ep = broker.endpoint();
+    let events = events_endpoint(&ctx, &ep);
+    let sub = socket(&ctx, zmq::SUB, &events);
+    sub.set_subscribe(b"$sync.tok").expect("subscribe");
+    let d = dealer(&ctx, &ep);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let before = now_ns();
+    let ev = loop {
+        assert!(Instant::now() < deadline, "no $sync.tok event");
+        let reply = request(&d, &[&header(OP_SYNC, 0, 0, 4), b"tok"]);
+        assert_eq!(reply, vec![header(OP_OK, 0, 0, 4)]);
+        let mut items = [sub.as_poll_item(zmq::POLLIN)];
+        if zmq::poll(&mut items, 50).expect("poll") > 0 {
+            break recv_event(&sub);
+        }
+    };
+    assert_eq!(ev.topic, b"$sync.tok");
+    assert_eq!(ev.meta[1], CT_RAW);
+    assert_eq!(ev.kind(), KIND_EVENT);
+    assert_eq!(ev.offset(), UNLOGGED);
+    assert_eq!(ev.seq(), 0);
+    assert!(ev.time_ns() >= before);
+    assert!(ev.payload.is_empty());
+
+    // A token of all allowed characters, 64 bytes, is accepted.
+    let token = "aZ09-_".repeat(11)[..64].to_string();
+    let reply = request(&d, &[&header(OP_SYNC, 0, 0, 5), token.as_bytes()]);
+    assert_eq!(reply, vec![header(OP_OK, 0, 0, 5)]);
+}
+
+#[test]
+fn stats_events_and_sequence_beacons() {
+    let broker = TestBroker::start_with(|c| c.stats_interval = Duration::from_millis(50));
+    let ctx = zmq::Context::new();
+    let ep = broker.endpoint();
+    let sub = subscriber(&ctx, &ep, &[b"bcn.", b"$sys.stats"]);
+    let d = dealer(&ctx, &ep);
+    for i in 0..3u64 {
+        let reply = request(
+            &d,
+            &[&header(OP_PUBLISH, FLAG_ACK, CT_CBOR, i), b"bcn.t", &[1]],
+        );
+        assert_eq!(le64(&reply[1][8..]), i + 1);
+    }
+
+    // Within a few stats intervals: 3 events, a beacon on bcn.t with seq 3, and stats.
+    let mut events = 0;
+    let mut beacon = None;
+    let mut stats_seqs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (beacon.is_none() || stats_seqs.len() < 2) && Instant::now() < deadline {
+        // A beacon only counts once it carries the last sequence (an earlier tick may have
+        // caught the topic mid-burst).
+        let ev = recv_event(&sub);
+        match (ev.topic.as_slice(), ev.kind()) {
+            (b"bcn.t", KIND_EVENT) => {
+                events += 1;
+                assert_eq!(ev.seq(), events);
+            }
+            (b"bcn.t", KIND_BEACON) => {
+                assert!(
+                    ev.seq() <= events,
+                    "a beacon never runs ahead of the events"
+                );
+                if ev.seq() == 3 {
+                    beacon = Some(ev);
+                }
+            }
+            (b"$sys.stats", KIND_EVENT) => {
+                assert_eq!(ev.meta[1], CT_CBOR);
+                assert_eq!(ev.offset(), UNLOGGED);
+                let m = cbor_map(&ev.payload);
+                for key in [
+                    "uptime_s",
+                    "events_in",
+                    "events_out",
+                    "rejected",
+                    "dropped",
+                    "subscriptions",
+                    "requests",
+                    "rate_in",
+                    "topics",
+                ] {
+                    assert!(m.contains_key(key), "$sys.stats has {key}: {m:?}");
+                }
+                assert!(m["uptime_s"].is_float());
+                assert!(m["rate_in"].is_float());
+                // Events and stats leave the broker in order: the snapshot counts exactly
+                // the events already received.
+                assert_eq!(int(&m["events_in"]), events);
+                assert!(int(&m["subscriptions"]) >= 2);
+                let Value::Map(topics) = &m["topics"] else {
+                    panic!("topics is a map");
+                };
+                let Some((name, t)) = topics.first() else {
+                    assert_eq!(events, 0);
+                    stats_seqs.push(ev.seq());
+                    continue;
+                };
+                assert_eq!(name.as_text(), Some("bcn.t"));
+                let Value::Map(fields) = t else {
+                    panic!("topic stats is a map");
+                };
+                let keys: Vec<_> = fields.iter().filter_map(|(k, _)| k.as_text()).collect();
+                assert_eq!(keys, ["events", "seq", "rate"]);
+                stats_seqs.push(ev.seq());
+            }
+            (t, k) => panic!("unexpected event {} kind {k}", String::from_utf8_lossy(t)),
+        }
+    }
+    assert_eq!(events, 3);
+    let beacon = beacon.expect("a beacon within the deadline");
+    assert_eq!(beacon.seq(), 3, "beacon carries the topic's latest seq");
+    assert_eq!(beacon.offset(), UNLOGGED);
+    assert_eq!(beacon.meta[1], CT_RAW);
+    assert!(beacon.payload.is_empty());
+    assert!(stats_seqs.len() >= 2, "stats events every interval");
+    assert!(
+        stats_seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "stats seq counts up: {stats_seqs:?}"
+    );
+}
