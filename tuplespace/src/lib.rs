@@ -6,6 +6,7 @@ pub mod convert;
 pub mod error;
 pub mod macros;
 pub mod parse;
+pub mod persist;
 pub mod protocol;
 pub mod server;
 pub mod space;

@@ -13,7 +13,7 @@
 //! client that has sent nothing for [`ServerConfig::client_timeout`] are dropped.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::persist::{FsyncPolicy, PersistOptions};
 use crate::protocol::{ErrorCode, Header, Reply, Request, Wait, FLAG_NO_REPLY, VERSION};
 use crate::space::Space;
 use crate::store::{Delivery, Sink, WaitMode, WaitOutcome, WaiterHandle};
@@ -42,7 +43,12 @@ pub struct ServerConfig {
     /// sends `PING` every second while it has blocked requests).
     pub client_timeout: Duration,
     /// Directory for the space's write-ahead log and snapshots; `None` = memory only.
+    /// Cannot be combined with `space` (open a persistent space with [`Space::open`] and
+    /// pass it instead, if you need it before the server starts).
     pub data_dir: Option<PathBuf>,
+    /// When the write-ahead log is fsynced (with `data_dir`). An `OUT` is answered only once
+    /// it is durable. Default: every 5 ms (group commit).
+    pub fsync: FsyncPolicy,
     /// The ZeroMQ context to use; `None` creates one.
     pub context: Option<zmq::Context>,
     /// The space to serve; `None` creates an empty one.
@@ -57,6 +63,7 @@ impl Default for ServerConfig {
             max_request_bytes: 1024 * 1024,
             client_timeout: Duration::from_secs(5),
             data_dir: None,
+            fsync: FsyncPolicy::default(),
             context: None,
             space: None,
         }
@@ -71,6 +78,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_request_bytes", &self.max_request_bytes)
             .field("client_timeout", &self.client_timeout)
             .field("data_dir", &self.data_dir)
+            .field("fsync", &self.fsync)
             .finish_non_exhaustive()
     }
 }
@@ -115,7 +123,31 @@ impl SpaceServer {
             return Err(Error::Config("max_request_bytes must be > 0".into()));
         }
         let ctx = config.context.clone().unwrap_or_default();
-        let space = config.space.clone().unwrap_or_default();
+        let space = match (&config.data_dir, &config.space) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "give either data_dir or space, not both (Space::open loads a data dir)".into(),
+                ))
+            }
+            (Some(dir), None) => {
+                let options = PersistOptions {
+                    fsync: config.fsync,
+                    ..PersistOptions::default()
+                };
+                let (space, report) = Space::open(dir, &options)?;
+                tracing::info!(
+                    "space: loaded {} tuple(s) from {} ({} expired while down, {} byte(s) of \
+                     torn WAL tail truncated)",
+                    report.tuples,
+                    dir.display(),
+                    report.expired,
+                    report.truncated_bytes
+                );
+                space
+            }
+            (None, Some(space)) => space.clone(),
+            (None, None) => Space::new(),
+        };
         let router = ctx.socket(zmq::ROUTER)?;
         router.set_linger(0)?;
         router.bind(&config.endpoint)?;
@@ -131,6 +163,10 @@ impl SpaceServer {
             rung: AtomicBool::new(false),
         });
         let stop = Arc::new(AtomicBool::new(false));
+        let ring = bell.clone();
+        space
+            .store()
+            .set_sync_listener(Some(Arc::new(move || ring.ring())));
         let (dtx, drx) = mpsc::channel();
         let mut worker = Worker {
             router,
@@ -146,6 +182,7 @@ impl SpaceServer {
             deadlines: BinaryHeap::new(),
             last_seen: HashMap::new(),
             next_sweep: Instant::now(),
+            acks: VecDeque::new(),
         };
         let thread = std::thread::Builder::new()
             .name("agora-space".into())
@@ -228,6 +265,9 @@ struct Worker {
     /// Last time each client with blocked requests was heard from.
     last_seen: HashMap<Vec<u8>, Instant>,
     next_sweep: Instant,
+    /// `OUT` replies waiting for the journal to make them durable: (journal position, where,
+    /// request id), in position order.
+    acks: VecDeque<(u64, Route, u64)>,
 }
 
 /// Most messages handled per poll wake-up before deliveries and timers get a turn.
@@ -246,7 +286,11 @@ impl Worker {
             if let Some(d) = self.space.store().next_deadline() {
                 wake = wake.min(d);
             }
-            let timeout_ms = wake.saturating_duration_since(now).as_millis().min(1000) as i64;
+            let mut timeout_ms = wake.saturating_duration_since(now).as_millis().min(1000) as i64;
+            if !self.acks.is_empty() {
+                // The sync listener rings the doorbell; this is only a safety net.
+                timeout_ms = timeout_ms.min(20);
+            }
             let (router_ready, bell_ready) = {
                 let mut items = [
                     self.router.as_poll_item(zmq::POLLIN),
@@ -283,14 +327,36 @@ impl Worker {
                 }
             }
             self.flush_deliveries();
+            self.flush_acks();
             self.timers(Instant::now());
         }
         self.close();
     }
 
+    /// Answers the `OUT`s the journal has made durable.
+    fn flush_acks(&mut self) {
+        if self.acks.is_empty() {
+            return;
+        }
+        let durable = match self.space.store().journal_positions() {
+            Some((_, d)) => d,
+            None => u64::MAX,
+        };
+        while self.acks.front().is_some_and(|(lsn, _, _)| *lsn <= durable) {
+            if let Some((_, route, id)) = self.acks.pop_front() {
+                self.send(&route, &Reply::Done, id);
+            }
+        }
+    }
+
     /// Cancels every blocked request so no waiter of a stopped server holds tuples.
     fn close(&mut self) {
         let store = self.space.store().clone();
+        store.set_sync_listener(None);
+        if let Err(e) = store.sync() {
+            tracing::error!("space server: final sync failed: {e}");
+        }
+        self.flush_acks();
         for p in self.pending.values() {
             store.cancel(&p.handle);
         }
@@ -391,7 +457,14 @@ impl Worker {
         let lease = Some(self.config.reservation_lease);
         let reply = match req {
             Request::Out { tuple, lease } => match store.out(tuple, lease) {
-                Ok(_) => ack.then_some(Reply::Done),
+                Ok(_) if ack => match store.journal_positions() {
+                    Some((appended, durable)) if durable < appended => {
+                        self.acks.push_back((appended, route.clone(), h.request_id));
+                        None
+                    }
+                    _ => Some(Reply::Done),
+                },
+                Ok(_) => None,
                 Err(e) => Some(Reply::from_error(&e)),
             },
             Request::Take { template, wait } => match wait {
@@ -923,5 +996,58 @@ mod tests {
         assert!(eventually(|| s.space().store().waiter_count() == 0));
         s.space().out(job(1)).unwrap();
         assert_eq!(s.space().len(), 1);
+    }
+
+    #[test]
+    fn persistent_server_survives_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = || {
+            server(|c| {
+                c.data_dir = Some(dir.path().to_path_buf());
+                c.fsync = FsyncPolicy::Every(Duration::from_millis(5));
+            })
+        };
+        let s = start();
+        let c = dealer(&s);
+        for n in 0..4 {
+            let out = Request::Out {
+                tuple: job(n),
+                lease: None,
+            };
+            // The OK comes only once the record is durable.
+            assert_eq!(call(&c, &out, n as u64), Reply::Done);
+            let (appended, durable) = s.space().store().journal_positions().unwrap();
+            assert!(durable >= 1 && durable <= appended);
+        }
+        let Reply::Tuple {
+            reservation: Some(r),
+            ..
+        } = call(&c, &take(Wait::NonBlocking), 10)
+        else {
+            panic!("expected a tuple")
+        };
+        assert_eq!(call(&c, &Request::Confirm(r), 11), Reply::Done);
+        // Taken but never confirmed: back after the restart.
+        let Reply::Tuple { tuple, .. } = call(&c, &take(Wait::NonBlocking), 12) else {
+            panic!("expected a tuple")
+        };
+        assert_eq!(tuple, job(1));
+        s.shutdown();
+        let s = start();
+        let c = dealer(&s);
+        let dump = Request::Dump { template: None };
+        assert_eq!(
+            call(&c, &dump, 1),
+            Reply::Tuples {
+                reservation: None,
+                tuples: vec![job(1), job(2), job(3)]
+            }
+        );
+        let both = ServerConfig {
+            data_dir: Some(dir.path().to_path_buf()),
+            space: Some(Space::new()),
+            ..ServerConfig::default()
+        };
+        assert!(matches!(SpaceServer::start(both), Err(Error::Config(_))));
     }
 }

@@ -143,7 +143,21 @@ pub trait Journal: Send + Sync {
     fn record_out(&self, seq: Seq, tuple: &Tuple, expires: Option<Instant>) -> Result<()>;
     /// The tuple stored under `seq` is gone for good (taken, confirmed or expired).
     fn record_remove(&self, seq: Seq) -> Result<()>;
+    /// (records appended, records durable): a record is durable once `durable >=` the
+    /// `appended` value read right after writing it.
+    fn positions(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    /// Makes everything appended so far durable now.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Called (from any thread) after each sync that advanced the durable position.
+    fn set_sync_listener(&self, _listener: Option<SyncListener>) {}
 }
+
+/// See [`Journal::set_sync_listener`].
+pub type SyncListener = Arc<dyn Fn() + Send + Sync>;
 
 /// A stored tuple and its lease deadline.
 #[derive(Clone, Debug)]
@@ -346,6 +360,31 @@ impl Store {
     /// Installs the journal that records mutations (replaces any previous one).
     pub fn set_journal(&self, journal: Option<Arc<dyn Journal>>) {
         *self.journal.write().unwrap_or_else(|e| e.into_inner()) = journal;
+    }
+
+    /// The journal's (appended, durable) positions, if a journal is installed.
+    pub fn journal_positions(&self) -> Option<(u64, u64)> {
+        self.journal().map(|j| j.positions())
+    }
+
+    /// Makes every recorded mutation durable now (no-op without a journal).
+    pub fn sync(&self) -> Result<()> {
+        match self.journal() {
+            Some(j) => j.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// Registers a callback run after each journal sync (no-op without a journal).
+    pub fn set_sync_listener(&self, listener: Option<SyncListener>) {
+        if let Some(j) = self.journal() {
+            j.set_sync_listener(listener);
+        }
+    }
+
+    /// Makes sure future sequence numbers are at least `next` (used when loading state).
+    pub fn ensure_next_seq(&self, next: Seq) {
+        self.next_seq.fetch_max(next, Ordering::Relaxed);
     }
 
     fn observer(&self) -> Option<Observer> {

@@ -8,7 +8,7 @@
 //!
 //! * [`record`]: the record encoding, [`Record`] and [`OwnedRecord`].
 //! * `segment`: segment files, the sparse index, the recovery scan, sidecar summaries.
-//! * [`sync`](self::sync): [`FsyncPolicy`] and the [`Syncer`] (group commit protocol).
+//! * [`sync`]: [`FsyncPolicy`] and the [`Syncer`] (group commit protocol).
 //! * `reader`: [`LogReader`].
 //!
 //! # Example
@@ -629,7 +629,7 @@ impl EventLog {
         }
     }
 
-    /// A handle for the syncer thread (see [`sync`](self::sync) for the protocol).
+    /// A handle for the syncer thread (see the [`sync` module](self::sync) for the protocol).
     pub fn syncer(&self) -> Syncer {
         self.sync_handle()
     }

@@ -15,7 +15,7 @@ use super::segment::segment_path;
 use super::{LogError, OwnedRecord, Shared};
 
 /// Read buffer of a reader.
-const READ_BUFFER: usize = 256 << 10;
+const READ_BUFFER: usize = 64 << 10;
 
 struct Cursor {
     base: u64,
