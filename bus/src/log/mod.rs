@@ -118,7 +118,16 @@ pub enum LogError {
     /// The options are unusable.
     #[error("invalid log options: {0}")]
     InvalidOptions(String),
+    /// Another `EventLog` (in this or another process) has the directory open.
+    #[error("the log in {} is already open elsewhere (lock held on {})", dir.display(), dir.join(LOCK_FILE).display())]
+    Locked {
+        /// The log directory.
+        dir: PathBuf,
+    },
 }
+
+/// Name of the lock file that keeps two writers out of one log directory.
+pub const LOCK_FILE: &str = "LOCK";
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LogError + 'a {
     move |source| LogError::Io {
@@ -252,6 +261,8 @@ pub struct EventLog {
     state: TopicState,
     dirty: bool,
     failed: bool,
+    /// Holds the directory lock for the log's lifetime.
+    _lock: File,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -329,6 +340,7 @@ impl EventLog {
             ));
         }
         fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        let lock = Self::lock_dir(dir)?;
         let mut recovery = Recovery::default();
         let (segments, state) = loop {
             match Self::recover_pass(dir, &opts, &mut recovery)? {
@@ -391,8 +403,32 @@ impl EventLog {
             state,
             dirty: false,
             failed: false,
+            _lock: lock,
         };
         Ok((log, recovery))
+    }
+
+    /// Takes an exclusive advisory lock on `<dir>/LOCK`, released when the log (or the
+    /// process) goes away.
+    fn lock_dir(dir: &Path) -> Result<File, LogError> {
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Locked {
+                dir: dir.to_path_buf(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(LogError::Io {
+                op: "lock",
+                path,
+                source: e,
+            }),
+        }
     }
 
     /// One recovery pass over the directory; truncates at the first corruption and asks

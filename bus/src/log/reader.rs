@@ -294,14 +294,13 @@ impl LogReader {
         let expected = c.next;
         c.pos += (HEADER_LEN + self.body.len()) as u64;
         c.next += 1;
-        match decode_body(&self.body) {
-            Some(r) if r.offset == expected => Ok(Some(r)),
-            Some(r) => Err(err(format!(
-                "offset {} where {expected} was expected",
-                r.offset
-            ))),
-            None => Err(err("malformed record body".into())),
-        }
+        let reason = match decode_body(&self.body) {
+            Some(r) if r.offset == expected => return Ok(Some(r)),
+            Some(r) => format!("offset {} where {expected} was expected", r.offset),
+            None => "malformed record body".to_owned(),
+        };
+        self.cur = None;
+        Err(err(reason))
     }
 }
 

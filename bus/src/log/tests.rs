@@ -351,7 +351,7 @@ fn damaged_sidecars_are_ignored() {
     }
     for e in fs::read_dir(dir.path()).unwrap() {
         let p = e.unwrap().path();
-        let ext = p.extension().unwrap().to_str().unwrap().to_owned();
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
         if ext == "idx" || ext == "state" {
             let mut b = fs::read(&p).unwrap();
             let n = b.len();
@@ -510,6 +510,90 @@ fn group_commit_publishes_durable_offsets() {
     assert!(syncer.spawn(FsyncPolicy::Never, |_| {}).is_none());
     drop(log); // closes the syncer
     handle.join().unwrap().unwrap();
+}
+
+#[test]
+fn second_writer_is_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = EventLog::open(dir.path(), small()).unwrap();
+    let err = EventLog::open(dir.path(), small()).unwrap_err();
+    assert!(matches!(err, LogError::Locked { .. }), "{err}");
+    drop(log);
+    EventLog::open(dir.path(), small()).unwrap();
+}
+
+#[test]
+fn zero_filled_tail_is_truncated() {
+    // What a crash can leave when the file size was updated but the data blocks were not.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = EventLog::open(dir.path(), small()).unwrap();
+        append_n(&mut log, 10);
+    }
+    let last = segment_files(dir.path()).pop().unwrap();
+    let len = fs::metadata(&last).unwrap().len();
+    let f = OpenOptions::new().write(true).open(&last).unwrap();
+    f.set_len(len + 300).unwrap();
+    drop(f);
+    let (log, rec) = EventLog::open(dir.path(), small()).unwrap();
+    assert_eq!(rec.next_offset, 10);
+    assert_eq!(rec.truncated_bytes, 300);
+    assert!(rec.truncation_reasons[0].contains("implausible record length 0"));
+    assert_eq!(read_all(&mut log.reader(), 0).len(), 10);
+}
+
+#[test]
+fn missing_middle_segment_cuts_the_log_there() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = EventLog::open(dir.path(), small()).unwrap();
+        append_n(&mut log, 400);
+    }
+    let files = segment_files(dir.path());
+    assert!(files.len() > 4);
+    fs::remove_file(&files[2]).unwrap();
+    let later: u64 = files[3..]
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .sum();
+    let end_of_second =
+        segment::parse_name(files[2].file_name().unwrap().to_str().unwrap(), "log").unwrap();
+    let (mut log, rec) = EventLog::open(dir.path(), small()).unwrap();
+    assert_eq!(rec.next_offset, end_of_second);
+    assert_eq!(rec.truncated_bytes, later);
+    assert!(rec.truncation_reasons[0].contains("expected"));
+    assert_eq!(segment_files(dir.path()).len(), 2);
+    append_n(&mut log, 5);
+    log.flush().unwrap();
+    let all = read_all(&mut log.reader(), 0);
+    assert_eq!(all.len() as u64, end_of_second + 5);
+    all.iter().for_each(check);
+}
+
+#[test]
+fn reader_positioned_in_a_deleted_segment_reports_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogOptions {
+        retention_bytes: Some(1),
+        ..small()
+    };
+    let (mut log, _) = EventLog::open(dir.path(), opts).unwrap();
+    append_n(&mut log, 300);
+    log.flush().unwrap();
+    let mut reader = log.reader();
+    assert_eq!(reader.read(0, 5, 1 << 20).unwrap().len(), 5);
+    log.enforce_retention(SystemTime::now()).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    let first = log.first_offset();
+    match reader.read(5, 5, 1 << 20) {
+        Err(LogError::Truncated {
+            requested: 5,
+            first_available,
+        }) => assert_eq!(first_available, first),
+        other => panic!("expected Truncated, got {other:?}"),
+    }
+    assert_eq!(reader.read(first, 1, 100).unwrap()[0].offset, first);
+    assert_eq!(segment_files(dir.path()).len(), 1);
 }
 
 /// Throughput figures for docs/LOG.md; no assertions on time. Run with
