@@ -1050,4 +1050,43 @@ mod tests {
         };
         assert!(matches!(SpaceServer::start(both), Err(Error::Config(_))));
     }
+
+    /// Prints sequential out+take pairs/s over loopback (no assertion: a report).
+    /// `cargo test -p agora-tuplespace --release -- --ignored --nocapture pairs_report`
+    #[test]
+    #[ignore]
+    fn pairs_report() {
+        for aged in [0usize, 100_000] {
+            let s = server(|_| {});
+            for n in 0..aged {
+                let t = Tuple(vec![Value::from("aged"), Value::Int(n as i64)]);
+                s.space().out(t).unwrap();
+            }
+            let c = dealer(&s);
+            let n = 20_000u64;
+            let started = Instant::now();
+            for i in 0..n {
+                let out = Request::Out {
+                    tuple: job(i as i64),
+                    lease: None,
+                };
+                call(&c, &out, 2 * i);
+                let Reply::Tuple {
+                    reservation: Some(r),
+                    ..
+                } = call(&c, &take(Wait::NonBlocking), 2 * i + 1)
+                else {
+                    panic!("expected a tuple")
+                };
+                send(&c, &Request::Confirm(r), 0, FLAG_NO_REPLY);
+            }
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "aged {aged:>7}: {n} sequential out+take pairs in {secs:.2} s = {:.0} pairs/s, \
+                 {:.1} us/pair",
+                n as f64 / secs,
+                secs * 1e6 / n as f64
+            );
+        }
+    }
 }
