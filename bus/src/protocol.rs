@@ -3,10 +3,17 @@
 //!
 //! Two sockets carry the bus:
 //!
-//! * **Requests** (client `DEALER` → broker `ROUTER`): a multipart message whose first frame is
-//!   a 12-byte [`Header`], followed by op-specific frames. Replies come back on the same socket
-//!   with the request id echoed and op [`Op::Ok`] or [`Op::Error`].
-//! * **Events** (broker `XPUB` → client `SUB`): three frames: topic, a 32-byte [`Meta`], payload.
+//! * **Requests** (client `DEALER` → broker `ROUTER`): a multipart message whose first frame
+//!   starts with a 12-byte [`Header`]. A publish is that one frame: header, topic, a NUL byte,
+//!   payload ([`encode_publish`]). Other ops have a header-only first frame followed by
+//!   op-specific frames. Replies come back on the same socket with the request id echoed and
+//!   op [`Op::Ok`] or [`Op::Error`].
+//! * **Events** (broker `XPUB` → client `SUB`): one frame: topic, a NUL byte, a 32-byte
+//!   [`Meta`], payload ([`encode_event`]). The topic leads so SUB prefix filtering works; the NUL
+//!   lets a SUB subscribe to `topic\0` for an exact topic.
+//!
+//! One frame per publish and per event, because at small sizes ZeroMQ's per-frame cost is
+//! what limits throughput (see the README's benchmark).
 //!
 //! Decoding never panics: every malformed input is a [`ProtocolError`] that the broker turns
 //! into an error reply.
@@ -26,7 +33,8 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Op {
-    /// Publish an event: frames `topic`, `payload`. Flags: [`FLAG_ACK`], [`FLAG_CONFIRM`].
+    /// Publish an event: a single frame `header ‖ topic ‖ 0x00 ‖ payload`.
+    /// Flags: [`FLAG_ACK`], [`FLAG_CONFIRM`].
     Publish = 0x01,
     /// Ask for the broker's endpoints and limits; the reply body is a CBOR map ([`Hello`]).
     Hello = 0x02,
@@ -135,8 +143,12 @@ impl ErrorCode {
 pub enum ProtocolError {
     #[error("header frame is {0} bytes, expected {HEADER_LEN}")]
     HeaderLength(usize),
-    #[error("meta frame is {0} bytes, expected {META_LEN}")]
-    MetaLength(usize),
+    #[error(
+        "event frame is {0} bytes, too short for a topic, its NUL and the {META_LEN}-byte meta"
+    )]
+    EventLength(usize),
+    #[error("no NUL byte ends the topic within {max} bytes")]
+    NoTopicEnd { max: usize },
     #[error("protocol version {0} is not supported (this side speaks {VERSION})")]
     Version(u8),
     #[error("unknown op 0x{0:02x}")]
@@ -196,26 +208,35 @@ impl Header {
         b
     }
 
-    /// Parse a header frame. The version is checked; the op is not (see [`Header::op`]).
+    /// Parse a header-only frame. The version is checked; the op is not (see [`Header::op`]).
     pub fn decode(frame: &[u8]) -> Result<Header, ProtocolError> {
         if frame.len() != HEADER_LEN {
+            return Err(ProtocolError::HeaderLength(frame.len()));
+        }
+        Header::decode_prefix(frame).map(|(h, _)| h)
+    }
+
+    /// Parse the header at the start of a frame; returns it and the bytes after it.
+    pub fn decode_prefix(frame: &[u8]) -> Result<(Header, &[u8]), ProtocolError> {
+        if frame.len() < HEADER_LEN {
             return Err(ProtocolError::HeaderLength(frame.len()));
         }
         if frame[0] != VERSION {
             return Err(ProtocolError::Version(frame[0]));
         }
-        Ok(Header {
+        let header = Header {
             op: frame[1],
             flags: frame[2],
             content_type: frame[3],
             request_id: u64::from_le_bytes(frame[4..12].try_into().expect("8 bytes")),
-        })
+        };
+        Ok((header, &frame[HEADER_LEN..]))
     }
 
     /// The request id in a frame that looks like a header but may be malformed otherwise, so
     /// that an error reply can still name the request.
     pub fn salvage_request_id(frame: &[u8]) -> u64 {
-        if frame.len() == HEADER_LEN {
+        if frame.len() >= HEADER_LEN {
             u64::from_le_bytes(frame[4..12].try_into().expect("8 bytes"))
         } else {
             0
@@ -228,7 +249,7 @@ impl Header {
     }
 }
 
-/// The broker's stamp on an event, the second frame of every event on the events socket.
+/// The broker's stamp on an event: 32 bytes after the topic's NUL in every event frame.
 ///
 /// Layout (32 bytes): `[version u8][content type u8][kind u8][5 reserved zero bytes]
 /// [offset u64 LE][topic sequence u64 LE][time: ns since the Unix epoch u64 LE]`.
@@ -261,12 +282,9 @@ impl Meta {
         b
     }
 
-    /// Parse a meta frame.
+    /// Parse the 32 meta bytes.
     #[inline]
-    pub fn decode(frame: &[u8]) -> Result<Meta, ProtocolError> {
-        if frame.len() != META_LEN {
-            return Err(ProtocolError::MetaLength(frame.len()));
-        }
+    pub fn decode(frame: &[u8; META_LEN]) -> Result<Meta, ProtocolError> {
         if frame[0] != VERSION {
             return Err(ProtocolError::Version(frame[0]));
         }
@@ -279,6 +297,92 @@ impl Meta {
             time_ns: u(24..32),
         })
     }
+}
+
+/// Length of the publish frame for a topic and payload.
+pub fn publish_len(topic: &[u8], payload: &[u8]) -> usize {
+    HEADER_LEN + topic.len() + 1 + payload.len()
+}
+
+/// Build a publish frame: `header ‖ topic ‖ 0x00 ‖ payload`.
+pub fn encode_publish(header: &Header, topic: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(publish_len(topic, payload));
+    frame.extend_from_slice(&header.encode());
+    frame.extend_from_slice(topic);
+    frame.push(0);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Split the bytes after a publish header into `(topic, payload)`. The topic ends at the first
+/// NUL, which must come within `max_topic + 1` bytes.
+pub fn split_topic(rest: &[u8], max_topic: usize) -> Result<(&[u8], &[u8]), ProtocolError> {
+    let window = &rest[..rest.len().min(max_topic + 1)];
+    match window.iter().position(|&b| b == 0) {
+        Some(i) => Ok((&rest[..i], &rest[i + 1..])),
+        None => Err(ProtocolError::NoTopicEnd { max: max_topic }),
+    }
+}
+
+/// Length of the event frame for a topic and payload.
+#[inline]
+pub fn event_len(topic_len: usize, payload_len: usize) -> usize {
+    topic_len + 1 + META_LEN + payload_len
+}
+
+/// Write an event frame `topic ‖ 0x00 ‖ meta ‖ payload` into `out`, which must be exactly
+/// [`event_len`] bytes long.
+#[inline]
+pub fn encode_event_into(out: &mut [u8], topic: &[u8], meta: &Meta, payload: &[u8]) {
+    let t = topic.len();
+    out[..t].copy_from_slice(topic);
+    out[t] = 0;
+    out[t + 1..t + 1 + META_LEN].copy_from_slice(&meta.encode());
+    out[t + 1 + META_LEN..].copy_from_slice(payload);
+}
+
+/// Build an event frame as a vector.
+pub fn encode_event(topic: &[u8], meta: &Meta, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; event_len(topic.len(), payload.len())];
+    encode_event_into(&mut out, topic, meta, payload);
+    out
+}
+
+/// Where the parts of an event frame are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventLayout {
+    /// Length of the topic (it starts at byte 0).
+    pub topic_len: usize,
+    /// The decoded meta.
+    pub meta: Meta,
+    /// Where the payload starts (it runs to the end of the frame).
+    pub payload_start: usize,
+}
+
+/// Parse an event frame. The topic is not validated (the broker did that); callers that show
+/// it check UTF-8.
+#[inline]
+pub fn decode_event(frame: &[u8]) -> Result<EventLayout, ProtocolError> {
+    let window = &frame[..frame.len().min(crate::topic::MAX_TOPIC_LEN + 1)];
+    let topic_len = window
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(ProtocolError::NoTopicEnd {
+            max: crate::topic::MAX_TOPIC_LEN,
+        })?;
+    let meta_start = topic_len + 1;
+    let payload_start = meta_start + META_LEN;
+    if frame.len() < payload_start {
+        return Err(ProtocolError::EventLength(frame.len()));
+    }
+    let meta_bytes: &[u8; META_LEN] = frame[meta_start..payload_start]
+        .try_into()
+        .expect("META_LEN bytes");
+    Ok(EventLayout {
+        topic_len,
+        meta: Meta::decode(meta_bytes)?,
+        payload_start,
+    })
 }
 
 /// Meta kind of an ordinary event.
@@ -453,7 +557,41 @@ mod tests {
             content_type: 0,
         };
         assert_eq!(Meta::decode(&m.encode()).unwrap(), m);
-        assert_eq!(Meta::decode(&[1; 31]), Err(ProtocolError::MetaLength(31)));
+        assert_eq!(Meta::decode(&[9; META_LEN]), Err(ProtocolError::Version(9)));
+    }
+
+    #[test]
+    fn publish_and_event_frames() {
+        let h = Header::new(Op::Publish, 3);
+        let f = encode_publish(&h, b"a.b", b"\x00payload");
+        let (h2, rest) = Header::decode_prefix(&f).unwrap();
+        assert_eq!(h2, h);
+        assert_eq!(
+            split_topic(rest, 255).unwrap(),
+            (&b"a.b"[..], &b"\x00payload"[..])
+        );
+        assert!(split_topic(b"abc", 255).is_err());
+        assert!(split_topic(b"abcd\x00x", 2).is_err());
+
+        let m = Meta {
+            kind: KIND_EVENT,
+            offset: 1,
+            seq: 2,
+            time_ns: 3,
+            content_type: 0,
+        };
+        let e = encode_event(b"a.b", &m, b"xyz");
+        assert_eq!(e.len(), event_len(3, 3));
+        let l = decode_event(&e).unwrap();
+        assert_eq!(
+            (l.topic_len, l.meta, &e[l.payload_start..]),
+            (3, m, &b"xyz"[..])
+        );
+        assert_eq!(
+            decode_event(b"a.b\x00short"),
+            Err(ProtocolError::EventLength(9))
+        );
+        assert!(decode_event(b"no-nul").is_err());
     }
 
     #[test]

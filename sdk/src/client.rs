@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_bus::protocol::{self, ContentType, Hello, Op, Stats, FLAG_ACK};
+use agora_bus::protocol::{self, ContentType, Hello, Op, Stats, FLAG_ACK, HEADER_LEN};
 use agora_bus::topic::{validate_topic, Filter};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -124,8 +124,11 @@ impl Client {
     /// Returns once the event is queued for the broker (fire-and-forget). The topic and size
     /// are checked here; anything the broker still refuses is reported by [`Client::flush`].
     pub async fn publish<T: Serialize + ?Sized>(&self, topic: &str, event: &T) -> Result<()> {
-        let payload = encode(event)?;
-        self.publish_raw(topic, payload, ContentType::Cbor).await
+        // Encode straight into the publish frame: one allocation, no copy.
+        let frame = self.publish_frame(topic, |buf| {
+            ciborium::into_writer(event, buf).map_err(|e| Error::Encode(e.to_string()))
+        })?;
+        self.send_publish(frame, ContentType::Cbor).await
     }
 
     /// Publish already-encoded bytes with the given content type.
@@ -135,14 +138,42 @@ impl Client {
         payload: Vec<u8>,
         content_type: ContentType,
     ) -> Result<()> {
-        self.check(topic, &payload)?;
+        let frame = self.publish_frame(topic, |buf| {
+            buf.extend_from_slice(&payload);
+            Ok(())
+        })?;
+        self.send_publish(frame, content_type).await
+    }
+
+    /// Build `room for the header ‖ topic ‖ 0 ‖ payload`, checking topic and size.
+    fn publish_frame(
+        &self,
+        topic: &str,
+        write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<Vec<u8>> {
+        validate_topic(topic.as_bytes())?;
+        let start = HEADER_LEN + topic.len() + 1;
+        let mut frame = Vec::with_capacity(start + 64);
+        frame.resize(HEADER_LEN, 0);
+        frame.extend_from_slice(topic.as_bytes());
+        frame.push(0);
+        write_payload(&mut frame)?;
+        let size = frame.len() - start;
+        let max = self.inner.hello.max_payload as usize;
+        if size > max {
+            return Err(Error::PayloadTooLarge { size, max });
+        }
+        Ok(frame)
+    }
+
+    async fn send_publish(&self, frame: Vec<u8>, content_type: ContentType) -> Result<()> {
         self.inner
             .io
             .send(Command::Request {
                 op: Op::Publish,
                 flags: 0,
                 content_type: content_type as u8,
-                frames: vec![topic.as_bytes().to_vec(), payload],
+                frames: vec![frame],
                 reply: None,
             })
             .await
@@ -166,29 +197,20 @@ impl Client {
         payload: Vec<u8>,
         content_type: ContentType,
     ) -> Result<(u64, u64)> {
-        self.check(topic, &payload)?;
-        let frames = io::request(
+        let frame = self.publish_frame(topic, |buf| {
+            buf.extend_from_slice(&payload);
+            Ok(())
+        })?;
+        let frames = io::request_frames(
             &self.inner.io,
             Op::Publish,
             FLAG_ACK,
             content_type as u8,
-            vec![topic.as_bytes().to_vec(), payload],
+            vec![frame],
         )
         .await?;
         let body = frames.first().map(|f| &f[..]).unwrap_or(&[]);
         Ok(protocol::decode_publish_ack(body)?)
-    }
-
-    fn check(&self, topic: &str, payload: &[u8]) -> Result<()> {
-        validate_topic(topic.as_bytes())?;
-        let max = self.inner.hello.max_payload as usize;
-        if payload.len() > max {
-            return Err(Error::PayloadTooLarge {
-                size: payload.len(),
-                max,
-            });
-        }
-        Ok(())
     }
 
     /// Wait until everything published so far has reached the broker, and report the first

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agora_bus::protocol::{self, Header, Meta, Op, SYNC_TOPIC_PREFIX};
+use agora_bus::protocol::{self, EventLayout, Header, Op, HEADER_LEN, SYNC_TOPIC_PREFIX};
 use agora_bus::topic::Filter;
 use tokio::sync::{mpsc, oneshot};
 
@@ -26,28 +26,37 @@ const COMMAND_BATCH: usize = 1024;
 /// Messages of ZeroMQ's size limit for inline (no allocation) messages.
 const ZMQ_VSM: usize = 33;
 
-/// The payload of a received event: the ZeroMQ message itself when only one subscription
-/// wants it, a copy otherwise.
-pub(crate) enum PayloadBuf {
+/// A received event frame: the ZeroMQ message itself when only one subscription wants it, a
+/// copy otherwise.
+pub(crate) enum FrameBuf {
     Zmq(zmq::Message),
     Owned(Vec<u8>),
 }
 
-impl std::ops::Deref for PayloadBuf {
+impl std::ops::Deref for FrameBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            PayloadBuf::Zmq(m) => m,
-            PayloadBuf::Owned(v) => v,
+            FrameBuf::Zmq(m) => m,
+            FrameBuf::Owned(v) => v,
         }
     }
 }
 
-/// One event as it came off the wire.
+/// One event as it came off the wire: the frame and where its parts are. The topic was
+/// checked to be UTF-8 when the frame arrived.
 pub(crate) struct WireEvent {
-    pub topic: String,
-    pub meta: Meta,
-    pub payload: PayloadBuf,
+    pub frame: FrameBuf,
+    pub layout: EventLayout,
+}
+
+impl WireEvent {
+    pub(crate) fn topic(&self) -> &str {
+        std::str::from_utf8(&self.frame[..self.layout.topic_len]).unwrap_or_default()
+    }
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.frame[self.layout.payload_start..]
+    }
 }
 
 /// A reply: the frames after the header.
@@ -58,7 +67,8 @@ type ReplyTx = oneshot::Sender<Result<ReplyFrames>>;
 pub(crate) enum Command {
     /// Send a request; `reply` gets the reply frames (or the error reply as an `Err`).
     /// Without `reply`, no reply is expected on success (fire-and-forget publish); an error
-    /// reply is recorded as the client's last asynchronous error.
+    /// reply is recorded as the client's last asynchronous error. `frames[0]` starts with
+    /// [`HEADER_LEN`] bytes of room that the I/O thread fills with the header.
     Request {
         op: Op,
         flags: u8,
@@ -311,6 +321,17 @@ impl IoThread {
                     if let Some(reply) = reply {
                         self.waiting.insert(request_id, (reply, Instant::now()));
                     }
+                    let mut frames = frames;
+                    match frames.first_mut() {
+                        Some(f) if f.len() >= HEADER_LEN => {
+                            f[..HEADER_LEN].copy_from_slice(&header.encode())
+                        }
+                        _ => {
+                            let e = Error::Encode("request without room for a header".into());
+                            self.fail_request(request_id, e);
+                            continue;
+                        }
+                    }
                     if !self.send_request(header, frames) {
                         return true;
                     }
@@ -330,8 +351,12 @@ impl IoThread {
     /// Send a request, or park it in `pending` if the DEALER's queue is full. Returns whether
     /// it went out.
     fn send_request(&mut self, header: Header, frames: Vec<Vec<u8>>) -> bool {
-        let more = if frames.is_empty() { 0 } else { zmq::SNDMORE };
-        match self.dealer.send(&header.encode()[..], more | zmq::DONTWAIT) {
+        let Some(first) = frames.first() else {
+            return true;
+        };
+        let more = if frames.len() > 1 { zmq::SNDMORE } else { 0 };
+        // The first frame goes from a borrowed slice, so a refused send can be retried.
+        match self.dealer.send(&first[..], more | zmq::DONTWAIT) {
             Ok(()) => {}
             Err(zmq::Error::EAGAIN) => {
                 self.pending = Some((header, frames));
@@ -344,7 +369,7 @@ impl IoThread {
         }
         // After the first frame the rest of the message is always accepted.
         let n = frames.len();
-        for (i, f) in frames.into_iter().enumerate() {
+        for (i, f) in frames.into_iter().enumerate().skip(1) {
             let flags = if i + 1 < n { zmq::SNDMORE } else { 0 };
             let msg = if f.len() <= ZMQ_VSM {
                 zmq::Message::from(&f[..])
@@ -452,9 +477,16 @@ impl IoThread {
         tx: mpsc::Sender<Vec<WireEvent>>,
         done: oneshot::Sender<Result<()>>,
     ) {
+        // A literal filter subscribes to `topic\0`: exact at the ZeroMQ level.
         let prefixes: Vec<Vec<u8>> = filters
             .iter()
-            .map(|f| f.literal_prefix().as_bytes().to_vec())
+            .map(|f| {
+                let mut p = f.literal_prefix().as_bytes().to_vec();
+                if f.is_literal() {
+                    p.push(0);
+                }
+                p
+            })
             .collect();
         for prefix in &prefixes {
             if let Err(e) = self.sub.set_subscribe(prefix) {
@@ -470,8 +502,7 @@ impl IoThread {
             batch: Vec::new(),
         });
         let token = format!("{:016x}{:08x}", id, std::process::id());
-        let sync_topic = format!("{SYNC_TOPIC_PREFIX}{token}");
-        if let Err(e) = self.sub.set_subscribe(sync_topic.as_bytes()) {
+        if let Err(e) = self.sub.set_subscribe(&sync_prefix(&token)) {
             let _ = done.send(Err(e.into()));
             return;
         }
@@ -500,9 +531,7 @@ impl IoThread {
         while i < self.syncs.len() {
             if now >= self.syncs[i].deadline {
                 let s = self.syncs.swap_remove(i);
-                let _ = self
-                    .sub
-                    .set_unsubscribe(format!("{SYNC_TOPIC_PREFIX}{}", s.token).as_bytes());
+                let _ = self.sub.set_unsubscribe(&sync_prefix(&s.token));
                 let _ = s.done.send(Err(Error::Timeout {
                     what: "subscribe",
                     timeout: self.request_timeout,
@@ -513,7 +542,7 @@ impl IoThread {
                 self.syncs[i].next_try = now + Duration::from_millis(20);
                 let header = Header::new(Op::Sync, 0);
                 let token = self.syncs[i].token.clone().into_bytes();
-                self.send_request(header, vec![token]);
+                self.send_request(header, vec![header.encode().to_vec(), token]);
             }
             i += 1;
         }
@@ -522,9 +551,7 @@ impl IoThread {
     fn sync_arrived(&mut self, token: &str) {
         if let Some(i) = self.syncs.iter().position(|s| s.token == token) {
             let s = self.syncs.swap_remove(i);
-            let _ = self
-                .sub
-                .set_unsubscribe(format!("{SYNC_TOPIC_PREFIX}{token}").as_bytes());
+            let _ = self.sub.set_unsubscribe(&sync_prefix(token));
             let _ = s.done.send(Ok(()));
         }
     }
@@ -533,27 +560,25 @@ impl IoThread {
     fn read_events(&mut self) -> bool {
         let mut progressed = false;
         for _ in 0..EVENT_BATCH {
-            let mut topic = zmq::Message::new();
-            if self.sub.recv(&mut topic, zmq::DONTWAIT).is_err() {
+            let mut frame = zmq::Message::new();
+            if self.sub.recv(&mut frame, zmq::DONTWAIT).is_err() {
                 break;
             }
             progressed = true;
-            let mut parts = Vec::with_capacity(2);
-            let mut more = topic.get_more();
-            while more {
-                match self.sub.recv_msg(0) {
-                    Ok(m) => {
-                        more = m.get_more();
-                        parts.push(m);
-                    }
-                    Err(_) => break,
-                }
-            }
-            if parts.len() != 2 {
-                tracing::warn!("event with {} frames ignored", parts.len() + 1);
+            if frame.get_more() {
+                // Not our framing (a foreign publisher on the socket?): skip the whole message.
+                while matches!(self.sub.recv_msg(0), Ok(m) if m.get_more()) {}
+                tracing::warn!("multipart event ignored");
                 continue;
             }
-            let Some(topic) = topic.as_str() else {
+            let layout = match protocol::decode_event(&frame) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!("unreadable event ignored: {e}");
+                    continue;
+                }
+            };
+            let Ok(topic) = std::str::from_utf8(&frame[..layout.topic_len]) else {
                 tracing::warn!("event with a non-UTF-8 topic ignored");
                 continue;
             };
@@ -562,14 +587,6 @@ impl IoThread {
                 self.sync_arrived(&token);
                 continue;
             }
-            let payload = parts.pop().expect("two parts");
-            let meta = match Meta::decode(&parts[0]) {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!("event on `{topic}` with bad meta ignored: {e}");
-                    continue;
-                }
-            };
             let mut matching = self
                 .subscribers
                 .iter()
@@ -582,16 +599,13 @@ impl IoThread {
             let rest: Vec<usize> = matching.collect();
             for &i in &rest {
                 self.subscribers[i].batch.push(WireEvent {
-                    topic: topic.to_string(),
-                    meta,
-                    payload: PayloadBuf::Owned(payload.to_vec()),
+                    frame: FrameBuf::Owned(frame.to_vec()),
+                    layout,
                 });
             }
-            let topic = topic.to_string();
             self.subscribers[first].batch.push(WireEvent {
-                topic,
-                meta,
-                payload: PayloadBuf::Zmq(payload),
+                frame: FrameBuf::Zmq(frame),
+                layout,
             });
         }
         self.retry_batches();
@@ -626,8 +640,30 @@ impl IoThread {
     }
 }
 
-/// Run a request and wait for its reply frames (or the broker's error).
+/// The SUB prefix for a SYNC barrier's topic (exact: it ends with the NUL).
+fn sync_prefix(token: &str) -> Vec<u8> {
+    let mut p = format!("{SYNC_TOPIC_PREFIX}{token}").into_bytes();
+    p.push(0);
+    p
+}
+
+/// Run a request whose body is `body` frames (after a header-only first frame) and wait for
+/// its reply frames (or the broker's error).
 pub(crate) async fn request(
+    io: &IoHandle,
+    op: Op,
+    flags: u8,
+    content_type: u8,
+    body: Vec<Vec<u8>>,
+) -> Result<ReplyFrames> {
+    let mut frames = Vec::with_capacity(body.len() + 1);
+    frames.push(vec![0u8; HEADER_LEN]);
+    frames.extend(body);
+    request_frames(io, op, flags, content_type, frames).await
+}
+
+/// Run a request given all its frames (`frames[0]` starting with room for the header).
+pub(crate) async fn request_frames(
     io: &IoHandle,
     op: Op,
     flags: u8,

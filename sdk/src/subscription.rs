@@ -44,31 +44,31 @@ pub struct RawEvent {
 impl RawEvent {
     /// The topic it was published on.
     pub fn topic(&self) -> &str {
-        &self.wire.topic
+        self.wire.topic()
     }
     /// Its position in the broker's log.
     pub fn offset(&self) -> u64 {
-        self.wire.meta.offset
+        self.wire.layout.meta.offset
     }
     /// Its sequence number on its topic.
     pub fn seq(&self) -> u64 {
-        self.wire.meta.seq
+        self.wire.layout.meta.seq
     }
     /// When the broker stamped it, in nanoseconds since the Unix epoch.
     pub fn time_ns(&self) -> u64 {
-        self.wire.meta.time_ns
+        self.wire.layout.meta.time_ns
     }
     /// When the broker stamped it.
     pub fn time(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_nanos(self.wire.meta.time_ns)
+        UNIX_EPOCH + Duration::from_nanos(self.wire.layout.meta.time_ns)
     }
     /// How the publisher encoded the payload.
     pub fn content_type(&self) -> ContentType {
-        ContentType::from_u8(self.wire.meta.content_type)
+        ContentType::from_u8(self.wire.layout.meta.content_type)
     }
     /// The payload bytes.
     pub fn payload(&self) -> &[u8] {
-        &self.wire.payload
+        self.wire.payload()
     }
     /// Decode the payload (CBOR) as `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
@@ -131,12 +131,12 @@ impl RawSubscription {
     /// events in between were lost at the tail of a burst (`got` is then the sequence the next
     /// event will carry).
     fn check_gap(&mut self, ev: &WireEvent) -> Option<Error> {
-        let seq = ev.meta.seq;
+        let seq = ev.layout.meta.seq;
         if seq == 0 {
             return None; // unsequenced (broker-internal) event
         }
-        let beacon = ev.meta.kind == KIND_BEACON;
-        match self.last_seq.get_mut(ev.topic.as_str()) {
+        let beacon = ev.layout.meta.kind == KIND_BEACON;
+        match self.last_seq.get_mut(ev.topic()) {
             Some(last) => {
                 let expected = *last + 1;
                 let next = if beacon { seq + 1 } else { seq };
@@ -145,14 +145,14 @@ impl RawSubscription {
                 }
                 *last = seq;
                 (next > expected).then(|| Error::Gap {
-                    topic: ev.topic.clone(),
+                    topic: ev.topic().to_string(),
                     missed: next - expected,
                     expected,
                     got: next,
                 })
             }
             None => {
-                self.last_seq.insert(ev.topic.clone(), seq);
+                self.last_seq.insert(ev.topic().to_string(), seq);
                 None
             }
         }
@@ -164,7 +164,7 @@ impl RawSubscription {
         }
         loop {
             if let Some(ev) = self.batch.next() {
-                if ev.meta.kind == KIND_BEACON {
+                if ev.layout.meta.kind == KIND_BEACON {
                     match self.check_gap(&ev) {
                         Some(gap) => return Poll::Ready(Some(Err(gap))),
                         None => continue,
@@ -251,7 +251,7 @@ impl<T: DeserializeOwned> Stream for Subscription<T> {
                     time: raw.time(),
                     offset: raw.offset(),
                     seq: raw.seq(),
-                    topic: raw.wire.topic,
+                    topic: raw.topic().to_string(),
                     payload,
                 });
                 Poll::Ready(Some(item))

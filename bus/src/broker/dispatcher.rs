@@ -55,10 +55,12 @@ impl TopicState {
 }
 
 /// Where the request came from and how to address the reply.
-struct ReturnPath<'a> {
+struct ReplyTo<'a> {
     identity: &'a [u8],
     /// A REQ client puts an empty delimiter before the header; the reply must carry it too.
     delimited: bool,
+    /// Echoed in the reply (0 when the header could not be read).
+    request_id: u64,
 }
 
 pub(super) struct Dispatcher {
@@ -67,7 +69,7 @@ pub(super) struct Dispatcher {
     pub(super) space_endpoint: Option<String>,
     config: BrokerConfig,
     router: zmq::Socket,
-    xpub: zmq::Socket,
+    egress: Egress,
     doorbell: UnixStream,
 
     next_offset: u64,
@@ -78,9 +80,6 @@ pub(super) struct Dispatcher {
     subscription_count: u64,
     subscription_generation: u64,
 
-    /// Set while a slow subscriber has made the events socket lossy.
-    lossy_until: Option<Instant>,
-
     started: Instant,
     last_tick: Instant,
     events_in: u64,
@@ -88,7 +87,6 @@ pub(super) struct Dispatcher {
     rate_in: f64,
     events_out: u64,
     rejected: u64,
-    dropped: u64,
     requests: u64,
     stats_seq: u64,
 }
@@ -164,7 +162,13 @@ impl Dispatcher {
             space_endpoint: None,
             config: config.clone(),
             router,
-            xpub,
+            egress: Egress {
+                xpub,
+                lossy_until: None,
+                slow_timeout: config.slow_consumer_timeout,
+                dropped: 0,
+                buf: Vec::with_capacity(4096),
+            },
             doorbell,
             next_offset: 0,
             last_time_ns: 0,
@@ -172,7 +176,6 @@ impl Dispatcher {
             subscriptions: HashMap::new(),
             subscription_count: 0,
             subscription_generation: 0,
-            lossy_until: None,
             started: now,
             last_tick: now,
             events_in: 0,
@@ -180,7 +183,6 @@ impl Dispatcher {
             rate_in: 0.0,
             events_out: 0,
             rejected: 0,
-            dropped: 0,
             requests: 0,
             stats_seq: 0,
         })
@@ -201,7 +203,7 @@ impl Dispatcher {
             let (requests_ready, subs_ready, stop) = {
                 let mut items = [
                     self.router.as_poll_item(zmq::POLLIN),
-                    self.xpub.as_poll_item(zmq::POLLIN),
+                    self.egress.xpub.as_poll_item(zmq::POLLIN),
                     zmq::PollItem::from_fd(self.doorbell.as_raw_fd(), zmq::POLLIN),
                 ];
                 match zmq::poll(&mut items, timeout.as_millis() as i64) {
@@ -239,7 +241,7 @@ impl Dispatcher {
 
     fn drain_subscriptions(&mut self) {
         loop {
-            let msg = match self.xpub.recv_msg(zmq::DONTWAIT) {
+            let msg = match self.egress.xpub.recv_msg(zmq::DONTWAIT) {
                 Ok(m) => m,
                 Err(zmq::Error::EAGAIN) => return,
                 Err(e) => {
@@ -285,65 +287,54 @@ impl Dispatcher {
     }
 
     /// Serve one request. Every failure becomes an error reply; nothing here can stop the loop.
-    fn handle(&mut self, frames: &mut Vec<zmq::Message>) {
+    fn handle(&mut self, frames: &mut [zmq::Message]) {
         if frames.len() < 2 {
             // An identity alone: nothing to answer.
             return;
         }
         let delimited = frames[1].is_empty();
         let first = if delimited { 2 } else { 1 };
-        let Some(header_frame) = frames.get(first) else {
-            return self.error_reply(
-                frames,
-                delimited,
-                0,
-                ErrorCode::Malformed,
-                "no header frame",
-            );
+        let reply = ReplyTo {
+            identity: &frames[0],
+            delimited,
+            request_id: frames
+                .get(first)
+                .map_or(0, |f| Header::salvage_request_id(f)),
         };
-        let header = match Header::decode(header_frame) {
+        let Some(head) = frames.get(first) else {
+            return self.error_reply(&reply, ErrorCode::Malformed, "no header frame");
+        };
+        let (header, inline) = match Header::decode_prefix(head) {
             Ok(h) => h,
-            Err(e) => {
-                let id = Header::salvage_request_id(header_frame);
-                return self.error_reply(frames, delimited, id, e.code(), &e.to_string());
-            }
+            Err(e) => return self.error_reply(&reply, e.code(), &e.to_string()),
         };
-        let body_count = frames.len() - first - 1;
         if frames.len() > MAX_FRAMES {
             let msg = format!("too many frames ({})", frames.len() - 1);
-            return self.error_reply(
-                frames,
-                delimited,
-                header.request_id,
-                ErrorCode::Malformed,
-                &msg,
-            );
+            return self.error_reply(&reply, ErrorCode::Malformed, &msg);
         }
         let op = match header.op() {
             Ok(op) => op,
-            Err(e) => {
-                return self.error_reply(
-                    frames,
-                    delimited,
-                    header.request_id,
-                    e.code(),
-                    &e.to_string(),
-                )
-            }
+            Err(e) => return self.error_reply(&reply, e.code(), &e.to_string()),
         };
+        let body = &frames[first + 1..];
+        // Only a publish carries data in its first frame.
+        if op != Op::Publish && !inline.is_empty() {
+            let e = ProtocolError::HeaderLength(head.len());
+            return self.error_reply(&reply, e.code(), &e.to_string());
+        }
         let expect = |expected: usize| -> Result<(), ProtocolError> {
-            if body_count == expected {
+            if body.len() == expected {
                 Ok(())
             } else {
                 Err(ProtocolError::FrameCount {
                     op,
                     expected,
-                    got: body_count,
+                    got: body.len(),
                 })
             }
         };
         let result = match op {
-            Op::Publish => expect(2).map(|()| self.publish(frames, delimited, first, header)),
+            Op::Publish => expect(0).map(|()| self.publish(&reply, header, inline)),
             Op::Hello => expect(0).map(|()| {
                 let hello = Hello {
                     version: VERSION,
@@ -353,17 +344,15 @@ impl Dispatcher {
                     max_topic: MAX_TOPIC_LEN as u64,
                 };
                 let body = protocol::encode_cbor_body(&hello);
-                self.ok_reply(frames, delimited, header.request_id, &[&body]);
+                self.ok_reply(&reply, &[&body]);
             }),
-            Op::Ping => expect(0).map(|()| {
-                self.ok_reply(frames, delimited, header.request_id, &[]);
-            }),
+            Op::Ping => expect(0).map(|()| self.ok_reply(&reply, &[])),
             Op::Stats => expect(0).map(|()| {
                 let body = protocol::encode_cbor_body(&self.snapshot());
-                self.ok_reply(frames, delimited, header.request_id, &[&body]);
+                self.ok_reply(&reply, &[&body]);
             }),
             Op::Sync => expect(1).and_then(|()| {
-                let token: &[u8] = &frames[first + 1];
+                let token: &[u8] = &body[0];
                 if !protocol::valid_sync_token(token) {
                     return Err(ProtocolError::Body(
                         "sync token must be 1..=64 bytes of [A-Za-z0-9_-]".into(),
@@ -379,89 +368,50 @@ impl Dispatcher {
                     time_ns: now_ns(),
                     content_type: ContentType::Raw as u8,
                 };
-                send_event(
-                    &mut self.xpub,
-                    &mut self.lossy_until,
-                    &mut self.dropped,
-                    self.config.slow_consumer_timeout,
-                    &topic,
-                    &meta,
-                    zmq::Message::new(),
-                );
-                self.ok_reply(frames, delimited, header.request_id, &[]);
+                self.egress.send(&topic, &meta, &[]);
+                self.ok_reply(&reply, &[]);
                 Ok(())
             }),
             Op::Ok | Op::Error => {
                 let msg = format!("op {op:?} is a reply, not a request");
-                self.error_reply(
-                    frames,
-                    delimited,
-                    header.request_id,
-                    ErrorCode::BadRequest,
-                    &msg,
-                );
+                self.error_reply(&reply, ErrorCode::BadRequest, &msg);
                 Ok(())
             }
         };
         if let Err(e) = result {
-            self.error_reply(
-                frames,
-                delimited,
-                header.request_id,
-                e.code(),
-                &e.to_string(),
-            );
+            self.error_reply(&reply, e.code(), &e.to_string());
         }
     }
 
-    /// The hot path: check, stamp, forward.
-    fn publish(
-        &mut self,
-        frames: &mut Vec<zmq::Message>,
-        delimited: bool,
-        first: usize,
-        header: Header,
-    ) {
-        let topic_bytes: &[u8] = &frames[first + 1];
-        if let Err(e) = validate_topic(topic_bytes) {
+    /// The hot path: check, stamp, forward. `inline` is the publish frame after its header.
+    fn publish(&mut self, reply: &ReplyTo<'_>, header: Header, inline: &[u8]) {
+        let (topic, payload) = match protocol::split_topic(inline, MAX_TOPIC_LEN) {
+            Ok(parts) => parts,
+            Err(e) => {
+                self.rejected += 1;
+                return self.error_reply(reply, ErrorCode::BadTopic, &e.to_string());
+            }
+        };
+        if let Err(e) = validate_topic(topic) {
             self.rejected += 1;
-            let msg = e.to_string();
-            return self.error_reply(
-                frames,
-                delimited,
-                header.request_id,
-                ErrorCode::BadTopic,
-                &msg,
-            );
+            return self.error_reply(reply, ErrorCode::BadTopic, &e.to_string());
         }
-        if topic_bytes[0] == b'$' {
+        if topic[0] == b'$' {
             self.rejected += 1;
             let msg = format!(
                 "topic `{}` is reserved: topics starting with `$` belong to the broker",
-                String::from_utf8_lossy(topic_bytes)
+                String::from_utf8_lossy(topic)
             );
-            return self.error_reply(
-                frames,
-                delimited,
-                header.request_id,
-                ErrorCode::BadTopic,
-                &msg,
-            );
+            return self.error_reply(reply, ErrorCode::BadTopic, &msg);
         }
-        let payload_len = frames[first + 2].len();
-        if payload_len > self.config.max_payload {
+        if payload.len() > self.config.max_payload {
             self.rejected += 1;
             let msg = format!(
-                "payload is {payload_len} bytes, the maximum is {} bytes",
+                "payload is {} bytes, the maximum is {} bytes",
+                payload.len(),
                 self.config.max_payload
             );
-            return self.error_reply(
-                frames,
-                delimited,
-                header.request_id,
-                ErrorCode::PayloadTooLarge,
-                &msg,
-            );
+            return self.error_reply(reply, ErrorCode::PayloadTooLarge, &msg);
         }
 
         let offset = self.next_offset;
@@ -470,11 +420,11 @@ impl Dispatcher {
         let time_ns = now_ns().max(self.last_time_ns);
         self.last_time_ns = time_ns;
         let generation = self.subscription_generation;
-        let state = match self.topics.get_mut(topic_bytes) {
+        let state = match self.topics.get_mut(topic) {
             Some(s) => s,
             None => self
                 .topics
-                .entry(Box::from(topic_bytes))
+                .entry(Box::from(topic))
                 .or_insert_with(TopicState::new),
         };
         state.seq += 1;
@@ -484,7 +434,7 @@ impl Dispatcher {
             state.fanout = self
                 .subscriptions
                 .iter()
-                .filter(|(prefix, _)| topic_bytes.starts_with(prefix))
+                .filter(|(prefix, _)| is_prefix_of_event(prefix, topic))
                 .map(|(_, n)| *n)
                 .sum();
             state.fanout_generation = generation;
@@ -498,21 +448,11 @@ impl Dispatcher {
             time_ns,
             content_type: header.content_type,
         };
-        let payload = frames.pop().expect("publish has a payload frame");
-        let topic_bytes: &[u8] = &frames[first + 1];
-        send_event(
-            &mut self.xpub,
-            &mut self.lossy_until,
-            &mut self.dropped,
-            self.config.slow_consumer_timeout,
-            topic_bytes,
-            &meta,
-            payload,
-        );
+        self.egress.send(topic, &meta, payload);
 
         if header.flags & (FLAG_ACK | FLAG_CONFIRM) != 0 {
             let ack = protocol::encode_publish_ack(offset, seq);
-            self.ok_reply(frames, delimited, header.request_id, &[&ack]);
+            self.ok_reply(reply, &[&ack]);
         }
     }
 
@@ -522,7 +462,7 @@ impl Dispatcher {
             events_in: self.events_in,
             events_out: self.events_out,
             rejected: self.rejected,
-            dropped: self.dropped,
+            dropped: self.egress.dropped,
             subscriptions: self.subscription_count,
             requests: self.requests,
             rate_in: self.rate_in,
@@ -564,15 +504,7 @@ impl Dispatcher {
             time_ns: now_ns(),
             content_type: ContentType::Cbor as u8,
         };
-        send_event(
-            &mut self.xpub,
-            &mut self.lossy_until,
-            &mut self.dropped,
-            self.config.slow_consumer_timeout,
-            STATS_TOPIC.as_bytes(),
-            &meta,
-            zmq::Message::from(body),
-        );
+        self.egress.send(STATS_TOPIC.as_bytes(), &meta, &body);
     }
 
     /// For every topic whose sequence moved since its last beacon, send a beacon carrying the
@@ -591,55 +523,32 @@ impl Dispatcher {
                 time_ns,
                 content_type: ContentType::Raw as u8,
             };
-            send_event(
-                &mut self.xpub,
-                &mut self.lossy_until,
-                &mut self.dropped,
-                self.config.slow_consumer_timeout,
-                topic,
-                &meta,
-                zmq::Message::new(),
-            );
-            if self.lossy_until.is_none() {
+            self.egress.send(topic, &meta, &[]);
+            if self.egress.lossy_until.is_none() {
                 state.beaconed_seq = state.seq;
             }
         }
     }
 
-    fn ok_reply(&self, frames: &[zmq::Message], delimited: bool, request_id: u64, body: &[&[u8]]) {
-        let path = ReturnPath {
-            identity: &frames[0],
-            delimited,
-        };
-        let header = Header::new(Op::Ok, request_id).encode();
-        self.send_reply(&path, &header, body);
+    fn ok_reply(&self, to: &ReplyTo<'_>, body: &[&[u8]]) {
+        let header = Header::new(Op::Ok, to.request_id).encode();
+        self.send_reply(to, &header, body);
     }
 
-    fn error_reply(
-        &self,
-        frames: &[zmq::Message],
-        delimited: bool,
-        request_id: u64,
-        code: ErrorCode,
-        message: &str,
-    ) {
-        tracing::debug!(?code, request_id, "error reply: {message}");
-        let path = ReturnPath {
-            identity: &frames[0],
-            delimited,
-        };
-        let header = Header::new(Op::Error, request_id).encode();
+    fn error_reply(&self, to: &ReplyTo<'_>, code: ErrorCode, message: &str) {
+        tracing::debug!(?code, request_id = to.request_id, "error reply: {message}");
+        let header = Header::new(Op::Error, to.request_id).encode();
         let code = protocol::encode_error_code(code);
-        self.send_reply(&path, &header, &[&code, message.as_bytes()]);
+        self.send_reply(to, &header, &[&code, message.as_bytes()]);
     }
 
-    fn send_reply(&self, path: &ReturnPath<'_>, header: &[u8], body: &[&[u8]]) {
+    fn send_reply(&self, to: &ReplyTo<'_>, header: &[u8], body: &[&[u8]]) {
         // ROUTER drops replies to peers that are gone or whose queue is full: a client that
         // stopped reading only loses its own replies.
         let r = (|| -> Result<(), zmq::Error> {
             self.router
-                .send(path.identity, zmq::SNDMORE | zmq::DONTWAIT)?;
-            if path.delimited {
+                .send(to.identity, zmq::SNDMORE | zmq::DONTWAIT)?;
+            if to.delimited {
                 self.router.send(&b""[..], zmq::SNDMORE | zmq::DONTWAIT)?;
             }
             let more = if body.is_empty() { 0 } else { zmq::SNDMORE };
@@ -653,6 +562,16 @@ impl Dispatcher {
         if let Err(e) = r {
             tracing::debug!("reply not sent: {e}");
         }
+    }
+}
+
+/// Whether a SUB subscription `prefix` matches the event frame for `topic` (which starts with
+/// the topic, then a NUL): the prefix may cover the topic and its NUL.
+fn is_prefix_of_event(prefix: &[u8], topic: &[u8]) -> bool {
+    if prefix.len() <= topic.len() {
+        topic.starts_with(prefix)
+    } else {
+        prefix.len() == topic.len() + 1 && prefix.starts_with(topic) && prefix[topic.len()] == 0
     }
 }
 
@@ -676,63 +595,71 @@ fn recv_frames(sock: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> Result<(),
     }
 }
 
-/// Send one event (topic, meta, payload) on the events socket, waiting for a full subscriber
-/// queue at most `slow_timeout` before sending past it.
-fn send_event(
-    xpub: &mut zmq::Socket,
-    lossy_until: &mut Option<Instant>,
-    dropped: &mut u64,
+/// The events socket and its delivery state: one place that turns (topic, meta, payload) into
+/// an event frame and gets it out.
+struct Egress {
+    xpub: zmq::Socket,
+    /// Set while a slow subscriber has made the socket lossy.
+    lossy_until: Option<Instant>,
     slow_timeout: Duration,
-    topic: &[u8],
-    meta: &Meta,
-    payload: zmq::Message,
-) {
-    if let Some(until) = *lossy_until {
-        if Instant::now() >= until {
-            if let Err(e) = set_raw_int_option(xpub, zmq_sys::ZMQ_XPUB_NODROP, 1) {
-                tracing::warn!("cannot restore XPUB_NODROP: {e}");
-            }
-            *lossy_until = None;
-            tracing::info!("events socket back to lossless delivery");
-        }
-    }
-    // With NODROP only the first frame of a message can be refused (EAGAIN), so it is sent
-    // from a borrowed slice and can be retried; meta and payload then always go through.
-    let mut blocked_since: Option<Instant> = None;
-    let mut backoff = Duration::from_micros(20);
-    loop {
-        match xpub.send(topic, zmq::SNDMORE | zmq::DONTWAIT) {
-            Ok(()) => break,
-            Err(zmq::Error::EAGAIN) => {
-                let since = *blocked_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= slow_timeout {
-                    tracing::warn!(
-                        "a subscriber has been full for {slow_timeout:?}: delivering past it"
-                    );
-                    if let Err(e) = set_raw_int_option(xpub, zmq_sys::ZMQ_XPUB_NODROP, 0) {
-                        tracing::error!("cannot make events socket lossy: {e}");
-                        return;
-                    }
-                    *lossy_until = Some(Instant::now() + slow_timeout.max(Duration::from_secs(1)));
-                    continue;
+    /// Events sent while lossy (a slow subscriber may have missed them).
+    dropped: u64,
+    /// Reused for every event frame.
+    buf: Vec<u8>,
+}
+
+impl Egress {
+    /// Send one event, waiting for a full subscriber queue at most `slow_timeout` before
+    /// sending past it.
+    fn send(&mut self, topic: &[u8], meta: &Meta, payload: &[u8]) {
+        if let Some(until) = self.lossy_until {
+            if Instant::now() >= until {
+                if let Err(e) = set_raw_int_option(&mut self.xpub, zmq_sys::ZMQ_XPUB_NODROP, 1) {
+                    tracing::warn!("cannot restore XPUB_NODROP: {e}");
                 }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_millis(1));
-            }
-            Err(zmq::Error::EINTR) => continue,
-            Err(e) => {
-                tracing::error!("events socket send failed: {e}");
-                return;
+                self.lossy_until = None;
+                tracing::info!("events socket back to lossless delivery");
             }
         }
-    }
-    if lossy_until.is_some() {
-        *dropped += 1;
-    }
-    let r = xpub
-        .send(&meta.encode()[..], zmq::SNDMORE)
-        .and_then(|()| xpub.send(payload, 0));
-    if let Err(e) = r {
-        tracing::error!("events socket send failed mid-message: {e}");
+        let len = protocol::event_len(topic.len(), payload.len());
+        self.buf.resize(len, 0);
+        protocol::encode_event_into(&mut self.buf, topic, meta, payload);
+        // Sent from a borrowed slice, so a refused send (EAGAIN: a subscriber's queue is full
+        // under NODROP) can be retried.
+        let mut blocked_since: Option<Instant> = None;
+        let mut backoff = Duration::from_micros(20);
+        loop {
+            match self.xpub.send(&self.buf[..], zmq::DONTWAIT) {
+                Ok(()) => break,
+                Err(zmq::Error::EAGAIN) => {
+                    let since = *blocked_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.slow_timeout {
+                        tracing::warn!(
+                            "a subscriber has been full for {:?}: delivering past it",
+                            self.slow_timeout
+                        );
+                        if let Err(e) =
+                            set_raw_int_option(&mut self.xpub, zmq_sys::ZMQ_XPUB_NODROP, 0)
+                        {
+                            tracing::error!("cannot make events socket lossy: {e}");
+                            return;
+                        }
+                        let window = self.slow_timeout.max(Duration::from_secs(1));
+                        self.lossy_until = Some(Instant::now() + window);
+                        continue;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(1));
+                }
+                Err(zmq::Error::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!("events socket send failed: {e}");
+                    return;
+                }
+            }
+        }
+        if self.lossy_until.is_some() {
+            self.dropped += 1;
+        }
     }
 }

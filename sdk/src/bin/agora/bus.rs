@@ -59,8 +59,8 @@ pub async fn publish(broker: &str, args: PubArgs) -> anyhow::Result<Outcome> {
     } else {
         args.json.clone()
     };
-    let value: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("the event is not valid JSON: {text}"))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("the event is not valid JSON: {text}"))?;
     let payload = json_to_cbor(&value)?;
     if args.rate < 0.0 || !args.rate.is_finite() {
         bail!("--rate must be a positive number of events per second");
@@ -209,9 +209,17 @@ fn print_stats(s: &agora::Stats, format: Format) -> anyhow::Result<()> {
                 s.subscriptions, s.requests
             )?;
             if !s.topics.is_empty() {
-                writeln!(out, "{:<40} {:>12} {:>12} {:>10}", "TOPIC", "EVENTS", "SEQ", "RATE/s")?;
+                writeln!(
+                    out,
+                    "{:<40} {:>12} {:>12} {:>10}",
+                    "TOPIC", "EVENTS", "SEQ", "RATE/s"
+                )?;
                 for (name, t) in &s.topics {
-                    writeln!(out, "{name:<40} {:>12} {:>12} {:>10.0}", t.events, t.seq, t.rate)?;
+                    writeln!(
+                        out,
+                        "{name:<40} {:>12} {:>12} {:>10.0}",
+                        t.events, t.seq, t.rate
+                    )?;
                 }
             }
         }

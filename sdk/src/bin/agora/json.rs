@@ -74,7 +74,10 @@ mod tests {
     fn bytes_and_garbage() {
         let mut b = Vec::new();
         ciborium::into_writer(&Cbor::Bytes(vec![0, 255]), &mut b).unwrap();
-        assert_eq!(cbor_to_json(&b).unwrap(), serde_json::json!({"$bytes": "00ff"}));
+        assert_eq!(
+            cbor_to_json(&b).unwrap(),
+            serde_json::json!({"$bytes": "00ff"})
+        );
         assert!(cbor_to_json(&[0xff, 0xff]).is_err());
     }
 }

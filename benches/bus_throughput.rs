@@ -1,0 +1,262 @@
+//! Bus throughput, side by side in one run: 1 publisher -> 1 subscriber through
+//!
+//! * a bare libzmq XSUB->XPUB proxy (the baseline: PUB and XPUB with NODROP, HWM 1000),
+//! * the Agora broker, driven with raw ZeroMQ sockets (DEALER in, SUB out),
+//! * the Agora broker through the typed SDK (serde + CBOR encode and decode).
+//!
+//! Every event is counted at the subscriber; the clock runs from the first send to the last
+//! receive. Events are `[topic, payload]` through the proxy; the broker's are one frame in
+//! (`header‖topic‖0‖payload`) and one out (`topic‖0‖meta‖payload`). Run: `cargo bench --bench bus_throughput` (`AGORA_BENCH_EVENTS=N` changes the
+//! count from 1,000,000).
+
+use std::time::{Duration, Instant};
+
+use agora::Client;
+use agora_examples::TestBroker;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+const HWM: i32 = 1000;
+const TOPIC: &str = "bench.events";
+/// Subscriptions are on `bench.`; probes (sent until the subscription works) use this topic.
+const PROBE: &str = "bench.probe";
+
+fn set_nodrop(sock: &mut zmq::Socket) {
+    let one: i32 = 1;
+    // SAFETY: a valid socket pointer, a c_int option value and its size.
+    let rc = unsafe {
+        zmq_sys::zmq_setsockopt(
+            sock.as_mut_ptr(),
+            zmq_sys::ZMQ_XPUB_NODROP as i32,
+            &one as *const i32 as *const libc::c_void,
+            std::mem::size_of::<i32>(),
+        )
+    };
+    assert_eq!(rc, 0, "setting XPUB_NODROP");
+}
+
+/// Subscribe `sub` and wait until a probe sent by `send_probe` arrives (slow-joiner guard).
+fn await_subscription(sub: &zmq::Socket, mut send_probe: impl FnMut()) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        send_probe();
+        if sub.poll(zmq::POLLIN, 10).unwrap() > 0 {
+            // Drain probes.
+            while let Ok(parts) = sub.recv_multipart(zmq::DONTWAIT) {
+                let _ = parts;
+            }
+            return;
+        }
+        assert!(Instant::now() < deadline, "subscription never took effect");
+    }
+}
+
+/// Count `n` events at a SUB socket; returns when the last one arrived.
+fn count_events(sub: zmq::Socket, n: u64, frames: usize) -> std::thread::JoinHandle<Instant> {
+    std::thread::spawn(move || {
+        let mut topic = zmq::Message::new();
+        let mut msg = zmq::Message::new();
+        let mut got = 0u64;
+        while got < n {
+            sub.recv(&mut topic, 0).unwrap();
+            for _ in 1..frames {
+                sub.recv(&mut msg, 0).unwrap();
+            }
+            // A late probe (distinct topic) is not a bench event. Broker events start with
+            // `topic\0`, proxy events are a `topic` frame.
+            if topic.starts_with(TOPIC.as_bytes()) && !topic.starts_with(PROBE.as_bytes()) {
+                got += 1;
+            }
+        }
+        Instant::now()
+    })
+}
+
+fn bare_proxy(n: u64, size: usize) -> f64 {
+    // The proxy gets its own context (its own I/O thread), as a standalone proxy process
+    // would, and as the broker has; the clients share another.
+    let proxy_ctx = zmq::Context::new();
+    let ctx = zmq::Context::new();
+    let xsub = proxy_ctx.socket(zmq::XSUB).unwrap();
+    let mut xpub = proxy_ctx.socket(zmq::XPUB).unwrap();
+    xsub.set_rcvhwm(HWM).unwrap();
+    xpub.set_sndhwm(HWM).unwrap();
+    set_nodrop(&mut xpub);
+    xsub.bind("tcp://127.0.0.1:*").unwrap();
+    xpub.bind("tcp://127.0.0.1:*").unwrap();
+    let in_ep = xsub.get_last_endpoint().unwrap().unwrap();
+    let out_ep = xpub.get_last_endpoint().unwrap().unwrap();
+    let control = proxy_ctx.socket(zmq::PAIR).unwrap();
+    control.bind("inproc://bench-proxy-control").unwrap();
+    let thread_ctx = proxy_ctx.clone();
+    let proxy = std::thread::spawn(move || {
+        let (mut xsub, mut xpub) = (xsub, xpub);
+        let mut ctl = thread_ctx.socket(zmq::PAIR).unwrap();
+        ctl.connect("inproc://bench-proxy-control").unwrap();
+        let _ = zmq::proxy_steerable(&mut xsub, &mut xpub, &mut ctl);
+    });
+
+    let mut publisher = ctx.socket(zmq::PUB).unwrap();
+    publisher.set_sndhwm(HWM).unwrap();
+    set_nodrop(&mut publisher);
+    publisher.connect(&in_ep).unwrap();
+    let sub = ctx.socket(zmq::SUB).unwrap();
+    sub.set_rcvhwm(HWM).unwrap();
+    sub.connect(&out_ep).unwrap();
+    sub.set_subscribe(b"bench.").unwrap();
+    await_subscription(&sub, || {
+        publisher
+            .send_multipart([PROBE.as_bytes(), b"probe"], 0)
+            .unwrap()
+    });
+
+    let payload = vec![0xabu8; size];
+    let counter = count_events(sub, n, 2);
+    let start = Instant::now();
+    for _ in 0..n {
+        publisher.send(TOPIC, zmq::SNDMORE).unwrap();
+        publisher.send(&payload[..], 0).unwrap();
+    }
+    let end = counter.join().unwrap();
+    control.send("TERMINATE", 0).unwrap();
+    proxy.join().unwrap();
+    n as f64 / (end - start).as_secs_f64()
+}
+
+fn broker_raw(endpoint: &str, events: &str, n: u64, size: usize) -> f64 {
+    let ctx = zmq::Context::new();
+    let dealer = ctx.socket(zmq::DEALER).unwrap();
+    dealer.set_sndhwm(HWM).unwrap();
+    dealer.connect(endpoint).unwrap();
+    let sub = ctx.socket(zmq::SUB).unwrap();
+    sub.set_rcvhwm(HWM).unwrap();
+    sub.connect(events).unwrap();
+    sub.set_subscribe(b"bench.").unwrap();
+    // A publish is one frame: header (version 1, op 0x01, no flags, CBOR, request id 0),
+    // topic, NUL, payload.
+    let frame = |topic: &str, payload: &[u8]| {
+        let mut f = vec![1u8, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        f.extend_from_slice(topic.as_bytes());
+        f.push(0);
+        f.extend_from_slice(payload);
+        f
+    };
+    let probe = frame(PROBE, b"probe");
+    await_subscription(&sub, || dealer.send(&probe[..], 0).unwrap());
+    let event = frame(TOPIC, &vec![0xabu8; size]);
+    let counter = count_events(sub, n, 1);
+    let start = Instant::now();
+    for _ in 0..n {
+        dealer.send(&event[..], 0).unwrap();
+    }
+    let end = counter.join().unwrap();
+    n as f64 / (end - start).as_secs_f64()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct Tick {
+    seq: u64,
+    symbol: String,
+    price: f64,
+    note: String,
+}
+
+fn tick(size: usize) -> Tick {
+    // Field names and values add up to about `size` bytes of CBOR.
+    Tick {
+        seq: 1,
+        symbol: "AGORA".into(),
+        price: 101.25,
+        note: "x".repeat(size.saturating_sub(40)),
+    }
+}
+
+fn sdk_typed(rt: &tokio::runtime::Runtime, endpoint: &str, n: u64, size: usize) -> (f64, usize) {
+    rt.block_on(async {
+        let publisher = Client::connect(endpoint).await.unwrap();
+        let subscriber = Client::connect(endpoint).await.unwrap();
+        let mut sub = subscriber.subscribe::<Tick>(TOPIC).await.unwrap();
+        let mut t = tick(size);
+        let encoded = {
+            let mut v = Vec::new();
+            ciborium::into_writer(&t, &mut v).unwrap();
+            v.len()
+        };
+        let reader = tokio::spawn(async move {
+            let mut got = 0u64;
+            while got < n {
+                match sub.next().await {
+                    Some(Ok(_ev)) => got += 1,
+                    Some(Err(e)) => panic!("{e}"),
+                    None => panic!("stream ended"),
+                }
+            }
+            Instant::now()
+        });
+        let start = Instant::now();
+        for i in 0..n {
+            t.seq = i;
+            publisher.publish(TOPIC, &t).await.unwrap();
+        }
+        let end = reader.await.unwrap();
+        (n as f64 / (end - start).as_secs_f64(), encoded)
+    })
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing and wants it quick.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let n: u64 = std::env::var("AGORA_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if benching { 1_000_000 } else { 10_000 });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let broker = TestBroker::start_with(|c| {
+        c.events_hwm = HWM;
+        c.requests_hwm = std::env::var("AGORA_BENCH_RHWM")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(c.requests_hwm);
+    });
+    let endpoint = broker.endpoint();
+    let events = broker.broker().events_endpoint().to_string();
+
+    println!("bus throughput, 1 publisher -> 1 subscriber, {n} events per row, loopback tcp");
+    println!(
+        "{:<7} {:>16} {:>16} {:>7} {:>16} {:>7}",
+        "payload", "bare proxy/s", "broker raw/s", "ratio", "sdk typed/s", "ratio"
+    );
+    // AGORA_BENCH_ONLY=proxy|raw|sdk runs one path (for profiling); the others print 0.
+    let only = std::env::var("AGORA_BENCH_ONLY").unwrap_or_default();
+    let run = |name: &str| only.is_empty() || only == name;
+    for size in [64usize, 1024] {
+        let proxy = if run("proxy") {
+            bare_proxy(n, size)
+        } else {
+            0.0
+        };
+        let raw = if run("raw") {
+            broker_raw(&endpoint, &events, n, size)
+        } else {
+            0.0
+        };
+        let (typed, encoded) = if run("sdk") {
+            sdk_typed(&rt, &endpoint, n, size)
+        } else {
+            (0.0, 0)
+        };
+        println!(
+            "{:<7} {:>16.0} {:>16.0} {:>7.2} {:>16.0} {:>7.2}   (typed event: {encoded} B CBOR)",
+            format!("{size} B"),
+            proxy,
+            raw,
+            raw / proxy,
+            typed,
+            typed / proxy
+        );
+    }
+}
