@@ -34,6 +34,9 @@ struct Args {
     /// Per-subscriber queue bound on the events socket, in messages.
     #[arg(long, default_value_t = 1000)]
     events_hwm: i32,
+    /// Do not serve the tuple space.
+    #[arg(long)]
+    no_space: bool,
     /// More logging (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -74,6 +77,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         max_payload: args.max_payload,
         slow_consumer_timeout: args.slow_consumer_timeout,
         events_hwm: args.events_hwm,
+        serve_space: !args.no_space,
         ..BrokerConfig::default()
     };
     let broker = Broker::start(config).context("cannot start the broker")?;

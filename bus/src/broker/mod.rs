@@ -46,6 +46,12 @@ pub struct BrokerConfig {
     pub events_hwm: i32,
     /// Per-client queue bound on the request socket (ZMQ_RCVHWM), in messages.
     pub requests_hwm: i32,
+    /// Serve the tuple space (on `space`, persisted under `<data_dir>/space`).
+    pub serve_space: bool,
+    /// When the space's write-ahead log is forced to disk.
+    pub space_fsync: agora_tuplespace::persist::FsyncPolicy,
+    /// How long a tuple handed to a taker stays reserved waiting for its confirmation.
+    pub reservation_lease: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -60,6 +66,9 @@ impl Default for BrokerConfig {
             slow_consumer_timeout: Duration::from_millis(500),
             events_hwm: 1000,
             requests_hwm: 10_000,
+            serve_space: true,
+            space_fsync: agora_tuplespace::persist::FsyncPolicy::Every(Duration::from_millis(5)),
+            reservation_lease: Duration::from_secs(5),
         }
     }
 }
@@ -98,6 +107,8 @@ pub enum BrokerError {
     Io(#[from] std::io::Error),
     #[error("the dispatcher thread panicked")]
     Panicked,
+    #[error("tuple space: {0}")]
+    Space(#[from] agora_tuplespace::Error),
 }
 
 /// A running broker. Dropping it shuts it down.
@@ -107,6 +118,7 @@ pub struct Broker {
     space_endpoint: Option<String>,
     doorbell: UnixStream,
     thread: Option<JoinHandle<Result<(), BrokerError>>>,
+    space: Option<agora_tuplespace::SpaceServer>,
 }
 
 impl Broker {
@@ -119,7 +131,25 @@ impl Broker {
         let ctx = zmq::Context::new();
         let (doorbell, doorbell_rx) = UnixStream::pair()?;
         doorbell_rx.set_nonblocking(true)?;
-        let parts = dispatcher::Dispatcher::bind(&ctx, &config, doorbell_rx)?;
+        let mut parts = dispatcher::Dispatcher::bind(&ctx, &config, doorbell_rx)?;
+        let space = if config.serve_space {
+            let endpoint = match &config.space {
+                Some(e) => e.clone(),
+                None => sibling_endpoint(&config.listen, 2, "space")?,
+            };
+            let server = agora_tuplespace::SpaceServer::start(agora_tuplespace::ServerConfig {
+                endpoint,
+                reservation_lease: config.reservation_lease,
+                data_dir: Some(config.data_dir.join("space")),
+                fsync: config.space_fsync,
+                context: Some(ctx.clone()),
+                ..agora_tuplespace::ServerConfig::default()
+            })?;
+            parts.space_endpoint = Some(server.endpoint().to_string());
+            Some(server)
+        } else {
+            None
+        };
         let endpoint = parts.endpoint.clone();
         let events_endpoint = parts.events_endpoint.clone();
         let space_endpoint = parts.space_endpoint.clone();
@@ -137,6 +167,7 @@ impl Broker {
             space_endpoint,
             doorbell,
             thread: Some(thread),
+            space,
         })
     }
 
@@ -160,8 +191,16 @@ impl Broker {
         self.stop()
     }
 
-    /// Block until the broker stops (after [`Broker::shutdown`] from elsewhere, or an error).
+    /// The tuple space the broker serves (shared with its space server), if any.
+    pub fn space(&self) -> Option<&agora_tuplespace::Space> {
+        self.space.as_ref().map(|s| s.space())
+    }
+
+    /// Stop the space server and the dispatcher, and wait for both.
     fn stop(&mut self) -> Result<(), BrokerError> {
+        if let Some(space) = self.space.take() {
+            space.shutdown();
+        }
         let Some(thread) = self.thread.take() else {
             return Ok(());
         };
