@@ -55,6 +55,15 @@ fn header(op: u8, flags: u8, content_type: u8, request_id: u64) -> Vec<u8> {
     h
 }
 
+/// A publish request: one frame, `header ‖ topic ‖ 0x00 ‖ payload`.
+fn publish_frame(flags: u8, content_type: u8, id: u64, topic: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut f = header(OP_PUBLISH, flags, content_type, id);
+    f.extend_from_slice(topic);
+    f.push(0);
+    f.extend_from_slice(payload);
+    f
+}
+
 fn le64(b: &[u8]) -> u64 {
     u64::from_le_bytes(b.try_into().expect("8 bytes"))
 }
@@ -141,7 +150,7 @@ fn events_endpoint(ctx: &zmq::Context, endpoint: &str) -> String {
     m["events"].as_text().expect("events is text").to_string()
 }
 
-/// One event off a SUB socket, split into its three frames.
+/// One event off a SUB socket: a single frame `topic ‖ 0x00 ‖ meta (32 bytes) ‖ payload`.
 struct Event {
     topic: Vec<u8>,
     meta: Vec<u8>,
@@ -164,12 +173,17 @@ impl Event {
 }
 
 fn recv_event(sub: &zmq::Socket) -> Event {
-    let mut frames = recv(sub);
-    assert_eq!(frames.len(), 3, "an event is topic, meta, payload");
-    let payload = frames.pop().expect("3");
-    let meta = frames.pop().expect("3");
-    let topic = frames.pop().expect("3");
-    assert_eq!(meta.len(), 32, "meta is 32 bytes");
+    let frames = recv(sub);
+    assert_eq!(frames.len(), 1, "an event is one frame");
+    let frame = &frames[0];
+    let nul = frame[..frame.len().min(256)]
+        .iter()
+        .position(|&b| b == 0)
+        .expect("the topic ends with a NUL within 256 bytes");
+    let topic = frame[..nul].to_vec();
+    assert!(frame.len() >= nul + 1 + 32, "room for the 32-byte meta");
+    let meta = frame[nul + 1..nul + 33].to_vec();
+    let payload = frame[nul + 33..].to_vec();
     assert_eq!(meta[0], 1, "meta version");
     assert_eq!(&meta[3..8], &[0; 5], "reserved meta bytes are zero");
     Event {
@@ -199,7 +213,8 @@ fn subscriber(ctx: &zmq::Context, endpoint: &str, prefixes: &[&[u8]]) -> zmq::So
     }
     let token = format!("t{}", now_ns());
     let sync_topic = format!("$sync.{token}");
-    sub.set_subscribe(sync_topic.as_bytes()).expect("subscribe");
+    let sync_prefix = [sync_topic.as_bytes(), b"\0"].concat();
+    sub.set_subscribe(&sync_prefix).expect("subscribe");
     let req = dealer(ctx, endpoint);
     let deadline = Instant::now() + Duration::from_millis(RECV_TIMEOUT_MS as u64);
     let mut id = 100;
@@ -213,8 +228,7 @@ fn subscriber(ctx: &zmq::Context, endpoint: &str, prefixes: &[&[u8]]) -> zmq::So
         if zmq::poll(&mut items, 50).expect("poll") > 0 {
             let ev = recv_event(&sub);
             if ev.topic == sync_topic.as_bytes() {
-                sub.set_unsubscribe(sync_topic.as_bytes())
-                    .expect("unsubscribe");
+                sub.set_unsubscribe(&sync_prefix).expect("unsubscribe");
                 return sub;
             }
             panic!(
@@ -235,11 +249,10 @@ fn hello_over_dealer_decodes_as_a_cbor_map() {
     let events = m["events"].as_text().expect("text");
     assert!(events.starts_with("tcp://127.0.0.1:"), "{events}");
     assert_ne!(events, broker.endpoint());
-    assert!(
-        m.contains_key("space"),
-        "space key present (null or an endpoint)"
-    );
-    assert!(m["space"].is_null() || m["space"].is_text());
+    // The broker mounts the tuple space by default and advertises it.
+    let space = m["space"].as_text().expect("space endpoint");
+    assert!(space.starts_with("tcp://127.0.0.1:"), "{space}");
+    assert!(space != events && space != broker.endpoint());
     assert_eq!(int(&m["max_payload"]), 1024 * 1024);
     assert_eq!(int(&m["max_topic"]), 255);
 
@@ -255,12 +268,14 @@ fn publish_with_ack_and_every_meta_byte_on_the_subscriber() {
     let broker = TestBroker::start_with(|c| c.stats_interval = Duration::from_secs(3600));
     let ctx = zmq::Context::new();
     let sub = subscriber(&ctx, &broker.endpoint(), &[b"raw."]);
+    // `topic\0` subscribes to exactly one topic: this one sees raw.t, never raw.tt or raw.u.
+    let exact = subscriber(&ctx, &broker.endpoint(), &[b"raw.t\0"]);
     let publ = dealer(&ctx, &broker.endpoint());
 
     /// topic, flags, content type, payload, expected offset, expected seq
     type Case<'a> = (&'a [u8], u8, u8, &'a [u8], u64, u64);
     let before = now_ns();
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
         (b"raw.t", FLAG_ACK, CT_JSON, br#"{"a":1}"#, 0, 1),
         (b"raw.t", FLAG_ACK, CT_CBOR, &[0xa1, 0x61, 0x61, 0x01], 1, 2),
         (b"raw.u", FLAG_CONFIRM, CT_TEXT, "h\u{e9}".as_bytes(), 2, 1),
@@ -273,13 +288,18 @@ fn publish_with_ack_and_every_meta_byte_on_the_subscriber() {
             3,
         ),
         (b"raw.u", FLAG_ACK, 0x42, b"", 4, 2),
+        (
+            b"raw.tt",
+            FLAG_ACK,
+            CT_RAW,
+            b"\0NUL\0s in a payload are fine\0",
+            5,
+            1,
+        ),
     ];
     for (i, (topic, flags, ct, payload, offset, seq)) in cases.iter().enumerate() {
         let id = 1000 + i as u64;
-        let reply = request(
-            &publ,
-            &[&header(OP_PUBLISH, *flags, *ct, id), topic, payload],
-        );
+        let reply = request(&publ, &[&publish_frame(*flags, *ct, id, topic, payload)]);
         assert_eq!(reply.len(), 2, "ack is header + 16-byte body");
         assert_eq!(reply[0], header(OP_OK, 0, 0, id));
         assert_eq!(reply[1].len(), 16);
@@ -287,10 +307,7 @@ fn publish_with_ack_and_every_meta_byte_on_the_subscriber() {
         assert_eq!(le64(&reply[1][8..]), *seq, "acked seq");
     }
     // Without a flag there is no reply: the next reply is the PING's.
-    send(
-        &publ,
-        &[&header(OP_PUBLISH, 0, CT_CBOR, 77), b"raw.t", &[0xf6]],
-    );
+    send(&publ, &[&publish_frame(0, CT_CBOR, 77, b"raw.t", &[0xf6])]);
     assert_eq!(
         request(&publ, &[&header(OP_PING, 0, 0, 78)]),
         vec![header(OP_OK, 0, 0, 78)]
@@ -298,7 +315,7 @@ fn publish_with_ack_and_every_meta_byte_on_the_subscriber() {
     let after = now_ns();
 
     let mut last_time = 0;
-    for (topic, _, ct, payload, offset, seq) in cases {
+    for &(topic, _, ct, payload, offset, seq) in &cases {
         let ev = recv_non_beacon(&sub);
         assert_eq!(ev.topic, topic);
         assert_eq!(ev.meta[1], ct, "content type byte carried unchanged");
@@ -313,9 +330,14 @@ fn publish_with_ack_and_every_meta_byte_on_the_subscriber() {
     let ev = recv_non_beacon(&sub);
     assert_eq!(
         (ev.topic.as_slice(), ev.offset(), ev.seq()),
-        (&b"raw.t"[..], 5, 4)
+        (&b"raw.t"[..], 6, 4)
     );
     assert_eq!(ev.payload, [0xf6]);
+
+    let exact_offsets: Vec<u64> = (0..4).map(|_| recv_non_beacon(&exact).offset()).collect();
+    assert_eq!(exact_offsets, [0, 1, 3, 6], "only raw.t through `raw.t\\0`");
+    let mut items = [exact.as_poll_item(zmq::POLLIN)];
+    assert_eq!(zmq::poll(&mut items, 0).expect("poll"), 0, "nothing else");
 }
 
 #[test]
@@ -329,11 +351,11 @@ fn req_socket_works_and_replies_carry_the_delimiter() {
     assert_eq!(int(&cbor_map(&reply[1])["version"]), 1);
     let reply = request(
         &req,
-        &[&header(OP_PUBLISH, FLAG_ACK, CT_CBOR, 6), b"req.t", &[1]],
+        &[&publish_frame(FLAG_ACK, CT_CBOR, 6, b"req.t", &[1])],
     );
     assert_eq!(reply[0], header(OP_OK, 0, 0, 6));
     assert_eq!(reply[1].len(), 16);
-    let reply = request(&req, &[&header(OP_PUBLISH, 0, 0, 7), b"a..b", b""]);
+    let reply = request(&req, &[&publish_frame(0, 0, 7, b"a..b", b"")]);
     assert_error(&reply, 7, E_BAD_TOPIC);
 
     // A DEALER that writes the delimiter by hand sees it echoed.
@@ -357,85 +379,86 @@ fn garbage_gets_error_replies_and_the_broker_keeps_serving() {
     let sub = subscriber(&ctx, &ep, &[b"ok."]);
     let bad = dealer(&ctx, &ep);
 
-    let long_topic = vec![b'a'; 256];
     let max_topic = vec![b'b'; 255];
     let exactly_max = vec![0u8; 64];
     let mut wrong_version = header(OP_PING, 0, 0, 31);
     wrong_version[0] = 2;
     let mut long_header = header(OP_PING, 0, 0, 33);
     long_header.push(0);
-    let publish = |id| header(OP_PUBLISH, FLAG_ACK, 0, id);
+    let pubf = |id, topic: &[u8], payload: &[u8]| publish_frame(FLAG_ACK, 0, id, topic, payload);
     let v = |b: &[u8]| b.to_vec();
-
-    // (frames, request id the error reply carries, code)
-    let mut too_many = vec![publish(42)];
+    let mut no_nul = header(OP_PUBLISH, FLAG_ACK, 0, 45);
+    no_nul.extend_from_slice(b"ok.t");
+    // 256 topic bytes: the NUL comes one byte too late.
+    let nul_too_far = pubf(46, &[b'a'; 256], b"p");
+    let mut too_many = vec![header(OP_PUBLISH, FLAG_ACK, 0, 42)];
     for _ in 0..8 {
         too_many.push(v(b"x"));
     }
+
+    // (frames, request id the error reply carries, code)
     let cases: Vec<(Vec<Vec<u8>>, u64, u16)> = vec![
+        // Headers.
         (vec![v(b"hello")], 0, E_MALFORMED),
         (vec![v(&header(OP_PING, 0, 0, 32)[..11])], 0, E_MALFORMED),
-        (vec![long_header], 0, E_MALFORMED),
+        (vec![long_header], 33, E_MALFORMED),
         (vec![wrong_version], 31, E_UNSUPPORTED_VERSION),
         (vec![header(0x7f, 0, 0, 34)], 34, E_UNKNOWN_OP),
         (vec![header(0x00, 0, 0, 35)], 35, E_UNKNOWN_OP),
         (vec![header(0x06, 0, 0, 36)], 36, E_UNKNOWN_OP),
-        (vec![publish(40)], 40, E_MALFORMED),
-        (vec![publish(41), v(b"ok.t")], 41, E_MALFORMED),
+        // Publish framing: one frame, topic ended by a NUL.
+        (vec![header(OP_PUBLISH, FLAG_ACK, 0, 40)], 40, E_BAD_TOPIC),
+        (vec![pubf(41, b"ok.t", b"p"), v(b"extra")], 41, E_MALFORMED),
         (too_many, 42, E_MALFORMED),
+        // The 3-frame publish of older drafts is refused.
         (
-            vec![publish(43), v(b"ok.t"), v(b"p"), v(b"extra")],
+            vec![header(OP_PUBLISH, FLAG_ACK, 0, 43), v(b"ok.t"), v(b"p")],
             43,
             E_MALFORMED,
         ),
-        (vec![publish(44), v(b"a..b"), v(b"p")], 44, E_BAD_TOPIC),
+        (vec![no_nul], 45, E_BAD_TOPIC),
+        (vec![nul_too_far], 46, E_BAD_TOPIC),
+        // Topics and sizes.
+        (vec![pubf(47, b"a..b", b"p")], 47, E_BAD_TOPIC),
+        (vec![pubf(48, b"$sys.stats", b"p")], 48, E_BAD_TOPIC),
+        (vec![pubf(49, b"$sync.x", b"p")], 49, E_BAD_TOPIC),
         (
-            vec![publish(45), v(b"$sys.stats"), v(b"p")],
-            45,
-            E_BAD_TOPIC,
-        ),
-        (vec![publish(46), v(b"$sync.x"), v(b"p")], 46, E_BAD_TOPIC),
-        (
-            vec![publish(47), v(&[0xff, 0xfe, b'.', b'a']), v(b"p")],
-            47,
-            E_BAD_TOPIC,
-        ),
-        (vec![publish(48), v(b""), v(b"p")], 48, E_BAD_TOPIC),
-        (vec![publish(49), long_topic, v(b"p")], 49, E_BAD_TOPIC),
-        (
-            vec![publish(50), v(b"ok.t"), vec![0; 65]],
+            vec![pubf(50, &[0xff, 0xfe, b'.', b'a'], b"p")],
             50,
-            E_PAYLOAD_TOO_LARGE,
+            E_BAD_TOPIC,
         ),
+        (vec![pubf(51, b"", b"p")], 51, E_BAD_TOPIC),
+        (vec![pubf(52, b"ok.t", &[0; 65])], 52, E_PAYLOAD_TOO_LARGE),
+        // Other ops: header-only first frame, exact frame counts.
         (
-            vec![header(OP_PING, 0, 0, 51), v(b"extra")],
-            51,
-            E_MALFORMED,
-        ),
-        (
-            vec![header(OP_HELLO, 0, 0, 52), v(b"extra")],
-            52,
-            E_MALFORMED,
-        ),
-        (
-            vec![header(OP_STATS, 0, 0, 53), v(b"extra")],
+            vec![header(OP_PING, 0, 0, 53), v(b"extra")],
             53,
             E_MALFORMED,
         ),
-        (vec![header(OP_SYNC, 0, 0, 54)], 54, E_MALFORMED),
         (
-            vec![header(OP_SYNC, 0, 0, 55), v(b"has space")],
+            vec![header(OP_HELLO, 0, 0, 54), v(b"extra")],
+            54,
+            E_MALFORMED,
+        ),
+        (
+            vec![header(OP_STATS, 0, 0, 55), v(b"extra")],
             55,
             E_MALFORMED,
         ),
-        (vec![header(OP_SYNC, 0, 0, 56), v(b"")], 56, E_MALFORMED),
+        (vec![header(OP_SYNC, 0, 0, 56)], 56, E_MALFORMED),
         (
-            vec![header(OP_SYNC, 0, 0, 57), vec![b'k'; 65]],
+            vec![header(OP_SYNC, 0, 0, 57), v(b"has space")],
             57,
             E_MALFORMED,
         ),
-        (vec![header(OP_OK, 0, 0, 58)], 58, E_BAD_REQUEST),
-        (vec![header(OP_ERROR, 0, 0, 59)], 59, E_BAD_REQUEST),
+        (vec![header(OP_SYNC, 0, 0, 58), v(b"")], 58, E_MALFORMED),
+        (
+            vec![header(OP_SYNC, 0, 0, 59), vec![b'k'; 65]],
+            59,
+            E_MALFORMED,
+        ),
+        (vec![header(OP_OK, 0, 0, 60)], 60, E_BAD_REQUEST),
+        (vec![header(OP_ERROR, 0, 0, 61)], 61, E_BAD_REQUEST),
     ];
     for (frames, id, code) in &cases {
         let frames: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
@@ -450,24 +473,20 @@ fn garbage_gets_error_replies_and_the_broker_keeps_serving() {
         .iter()
         .enumerate()
     {
-        let id = 60 + i as u64;
-        let reply = request(&bad, &[&header(OP_PUBLISH, 0, 0, id), topic, b"p"]);
+        let id = 70 + i as u64;
+        let reply = request(&bad, &[&publish_frame(0, 0, id, topic, b"p")]);
         assert_error(&reply, id, E_BAD_TOPIC);
     }
 
     // The garbage socket is still served, and so is everyone else; limits are inclusive.
-    assert_eq!(int(&hello(&bad, 70)["version"]), 1);
+    assert_eq!(int(&hello(&bad, 80)["version"]), 1);
     let good = dealer(&ctx, &ep);
     for topic in [&b"ok.t"[..], &max_topic] {
         let reply = request(
             &good,
-            &[
-                &header(OP_PUBLISH, FLAG_ACK, CT_RAW, 71),
-                topic,
-                &exactly_max,
-            ],
+            &[&publish_frame(FLAG_ACK, CT_RAW, 81, topic, &exactly_max)],
         );
-        assert_eq!(reply[0], header(OP_OK, 0, 0, 71));
+        assert_eq!(reply[0], header(OP_OK, 0, 0, 81));
     }
     let ev = recv_non_beacon(&sub);
     assert_eq!(ev.topic, b"ok.t");
@@ -478,13 +497,13 @@ fn garbage_gets_error_replies_and_the_broker_keeps_serving() {
     );
     assert_eq!(ev.payload, exactly_max);
 
-    let reply = request(&good, &[&header(OP_STATS, 0, 0, 72)]);
-    assert_eq!(reply[0], header(OP_OK, 0, 0, 72));
+    let reply = request(&good, &[&header(OP_STATS, 0, 0, 82)]);
+    assert_eq!(reply[0], header(OP_OK, 0, 0, 82));
     let stats = cbor_map(&reply[1]);
     assert_eq!(int(&stats["events_in"]), 2);
-    // Publishes refused for their topic or size: 7 in the table, 7 in the loop. (Publishes
-    // with the wrong frame count are refused before that check and not counted.)
-    assert_eq!(int(&stats["rejected"]), 14);
+    // Publishes refused for their topic or size: 9 in the table, 7 in the loop. (Publishes
+    // with the wrong frame count are refused before those checks and not counted.)
+    assert_eq!(int(&stats["rejected"]), 16);
 }
 
 #[test]
@@ -496,14 +515,17 @@ fn half_conversations_and_raw_tcp_junk_do_not_hurt_the_broker() {
     // A DEALER that sends the first frame of a request and vanishes.
     {
         let d = dealer(&ctx, &ep);
-        d.send(&header(OP_PUBLISH, FLAG_ACK, 0, 1)[..], zmq::SNDMORE)
-            .expect("send");
-        d.send(&b"half.t"[..], zmq::SNDMORE).expect("send");
+        d.send(
+            &publish_frame(FLAG_ACK, 0, 1, b"half.t", b"x")[..],
+            zmq::SNDMORE,
+        )
+        .expect("send");
+        d.send(&b"more"[..], zmq::SNDMORE).expect("send");
     }
     // A DEALER that asks and leaves before the reply.
     {
         let d = dealer(&ctx, &ep);
-        send(&d, &[&header(OP_PUBLISH, FLAG_ACK, 0, 2), b"half.t", b"x"]);
+        send(&d, &[&publish_frame(FLAG_ACK, 0, 2, b"half.t", b"x")]);
         send(&d, &[&header(OP_STATS, 0, 0, 3)]);
     }
     // Plain TCP: half a ZMTP greeting, then junk, then a hang-up.
@@ -520,7 +542,7 @@ fn half_conversations_and_raw_tcp_junk_do_not_hurt_the_broker() {
     // Everyone else is served.
     let d = dealer(&ctx, &ep);
     assert_eq!(int(&hello(&d, 9)["version"]), 1);
-    let reply = request(&d, &[&header(OP_PUBLISH, FLAG_ACK, 0, 10), b"half.t", b"y"]);
+    let reply = request(&d, &[&publish_frame(FLAG_ACK, 0, 10, b"half.t", b"y")]);
     assert_eq!(reply[0], header(OP_OK, 0, 0, 10));
     assert_eq!(reply[1].len(), 16);
 }
@@ -567,10 +589,7 @@ fn stats_events_and_sequence_beacons() {
     let sub = subscriber(&ctx, &ep, &[b"bcn.", b"$sys.stats"]);
     let d = dealer(&ctx, &ep);
     for i in 0..3u64 {
-        let reply = request(
-            &d,
-            &[&header(OP_PUBLISH, FLAG_ACK, CT_CBOR, i), b"bcn.t", &[1]],
-        );
+        let reply = request(&d, &[&publish_frame(FLAG_ACK, CT_CBOR, i, b"bcn.t", &[1])]);
         assert_eq!(le64(&reply[1][8..]), i + 1);
     }
 
