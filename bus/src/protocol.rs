@@ -73,6 +73,26 @@ impl Op {
 pub const FLAG_ACK: u8 = 0x01;
 /// Publish flag: reply only once the event is durable in the log (implies [`FLAG_ACK`]).
 pub const FLAG_CONFIRM: u8 = 0x02;
+/// Publish flag: 16 bytes follow the header, `[producer id u64 LE][producer seq u64 LE]`,
+/// before the topic. The broker drops a publish whose seq is not above the last one it took
+/// from that producer (a retry) and answers it with the original's offset.
+pub const FLAG_PRODUCER: u8 = 0x04;
+
+/// Offset in an ack for a retried publish whose original offset the broker no longer knows.
+pub const UNKNOWN_OFFSET: u64 = u64::MAX;
+
+/// Split the producer id and sequence off the front of a publish's inline bytes.
+pub fn split_producer(rest: &[u8]) -> Result<((u64, u64), &[u8]), ProtocolError> {
+    if rest.len() < 16 {
+        return Err(ProtocolError::Body(
+            "publish with the producer flag is too short for its 16-byte producer id and seq"
+                .into(),
+        ));
+    }
+    let id = u64::from_le_bytes(rest[..8].try_into().expect("8"));
+    let seq = u64::from_le_bytes(rest[8..16].try_into().expect("8"));
+    Ok(((id, seq), &rest[16..]))
+}
 
 /// How a payload is encoded. The broker never looks inside; it carries the byte along.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -120,6 +140,8 @@ pub enum ErrorCode {
     BadRequest = 7,
     /// The broker is shutting down or cannot serve this now.
     Unavailable = 8,
+    /// A producer's publish skipped a sequence number; resend from the expected one.
+    OutOfOrder = 9,
 }
 
 impl ErrorCode {
@@ -133,6 +155,7 @@ impl ErrorCode {
             5 => ErrorCode::UnsupportedVersion,
             7 => ErrorCode::BadRequest,
             8 => ErrorCode::Unavailable,
+            9 => ErrorCode::OutOfOrder,
             _ => ErrorCode::Internal,
         }
     }

@@ -4,7 +4,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_bus::protocol::{self, ContentType, Hello, Op, Stats, FLAG_ACK, HEADER_LEN};
+use agora_bus::protocol::{
+    self, ContentType, ErrorCode, Hello, Op, Stats, FLAG_ACK, FLAG_CONFIRM, FLAG_PRODUCER,
+    HEADER_LEN,
+};
 use agora_bus::topic::{validate_topic, Filter};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -24,6 +27,10 @@ pub struct ClientOptions {
     /// Batches of events buffered per subscription before the client stops reading (and the
     /// broker pushes back). Each batch holds up to 512 events.
     pub subscription_buffer: usize,
+    /// How long [`Client::publish_confirmed`] keeps trying before it gives up.
+    pub confirm_timeout: Duration,
+    /// How long one attempt of a confirmed publish waits before it is sent again.
+    pub confirm_attempt_timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -32,6 +39,8 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             subscription_buffer: 64,
+            confirm_timeout: Duration::from_secs(30),
+            confirm_attempt_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -42,6 +51,9 @@ pub(crate) struct ClientInner {
     pub(crate) endpoint: String,
     options: ClientOptions,
     next_subscription: AtomicU64,
+    /// Identifies this client's confirmed publishes to the broker (random per client).
+    producer_id: u64,
+    producer_seq: AtomicU64,
 }
 
 /// A connection to an Agora broker. Cloning is cheap: clones share one I/O thread and its
@@ -105,6 +117,8 @@ impl Client {
                 endpoint: endpoint.to_string(),
                 options,
                 next_subscription: AtomicU64::new(1),
+                producer_id: random_u64(),
+                producer_seq: AtomicU64::new(0),
             }),
         })
     }
@@ -125,7 +139,7 @@ impl Client {
     /// are checked here; anything the broker still refuses is reported by [`Client::flush`].
     pub async fn publish<T: Serialize + ?Sized>(&self, topic: &str, event: &T) -> Result<()> {
         // Encode straight into the publish frame: one allocation, no copy.
-        let frame = self.publish_frame(topic, |buf| {
+        let frame = self.publish_frame(topic, None, |buf| {
             ciborium::into_writer(event, buf).map_err(|e| Error::Encode(e.to_string()))
         })?;
         self.send_publish(frame, ContentType::Cbor).await
@@ -138,23 +152,93 @@ impl Client {
         payload: Vec<u8>,
         content_type: ContentType,
     ) -> Result<()> {
-        let frame = self.publish_frame(topic, |buf| {
+        let frame = self.publish_frame(topic, None, |buf| {
             buf.extend_from_slice(&payload);
             Ok(())
         })?;
         self.send_publish(frame, content_type).await
     }
 
-    /// Build `room for the header ‖ topic ‖ 0 ‖ payload`, checking topic and size.
+    /// Publish and wait until the event is durable in the broker's log (the fsync that
+    /// covers it has happened); returns its `(offset, seq)`.
+    ///
+    /// Safe to retry: each confirmed publish carries this client's producer id and a sequence
+    /// number, the broker drops repeats, and this call itself retries (in order, with the same
+    /// sequence) while the broker is unreachable, for up to `confirm_timeout`.
+    pub async fn publish_confirmed<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &T,
+    ) -> Result<(u64, u64)> {
+        let payload = encode(event)?;
+        self.publish_raw_confirmed(topic, payload, ContentType::Cbor)
+            .await
+    }
+
+    /// [`Client::publish_confirmed`] for already-encoded bytes.
+    pub async fn publish_raw_confirmed(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+        content_type: ContentType,
+    ) -> Result<(u64, u64)> {
+        let pseq = self.inner.producer_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let producer = (self.inner.producer_id, pseq);
+        let frame = self.publish_frame(topic, Some(producer), |buf| {
+            buf.extend_from_slice(&payload);
+            Ok(())
+        })?;
+        let options = &self.inner.options;
+        let deadline = tokio::time::Instant::now() + options.confirm_timeout;
+        loop {
+            let attempt = io::request_frames(
+                &self.inner.io,
+                Op::Publish,
+                FLAG_CONFIRM | FLAG_PRODUCER,
+                content_type as u8,
+                vec![frame.clone()],
+            );
+            let outcome = tokio::time::timeout(options.confirm_attempt_timeout, attempt).await;
+            let retry_in = match outcome {
+                Ok(Ok(frames)) => {
+                    let body = frames.first().map(|f| &f[..]).unwrap_or(&[]);
+                    return Ok(protocol::decode_publish_ack(body)?);
+                }
+                // An earlier confirmed publish of ours has not arrived yet: resend shortly.
+                Ok(Err(Error::Broker {
+                    code: ErrorCode::OutOfOrder,
+                    ..
+                })) => Duration::from_millis(5),
+                Ok(Err(Error::Timeout { .. })) | Err(_) => Duration::ZERO,
+                Ok(Err(e)) => return Err(e),
+            };
+            if tokio::time::Instant::now() + retry_in >= deadline {
+                return Err(Error::Timeout {
+                    what: "confirmed publish",
+                    timeout: options.confirm_timeout,
+                });
+            }
+            tokio::time::sleep(retry_in).await;
+        }
+    }
+
+    /// Build `room for the header ‖ [producer id, seq] ‖ topic ‖ 0 ‖ payload`, checking
+    /// topic and size.
     fn publish_frame(
         &self,
         topic: &str,
+        producer: Option<(u64, u64)>,
         write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<Vec<u8>> {
         validate_topic(topic.as_bytes())?;
-        let start = HEADER_LEN + topic.len() + 1;
+        let producer_len = if producer.is_some() { 16 } else { 0 };
+        let start = HEADER_LEN + producer_len + topic.len() + 1;
         let mut frame = Vec::with_capacity(start + 64);
         frame.resize(HEADER_LEN, 0);
+        if let Some((id, seq)) = producer {
+            frame.extend_from_slice(&id.to_le_bytes());
+            frame.extend_from_slice(&seq.to_le_bytes());
+        }
         frame.extend_from_slice(topic.as_bytes());
         frame.push(0);
         write_payload(&mut frame)?;
@@ -197,7 +281,7 @@ impl Client {
         payload: Vec<u8>,
         content_type: ContentType,
     ) -> Result<(u64, u64)> {
-        let frame = self.publish_frame(topic, |buf| {
+        let frame = self.publish_frame(topic, None, |buf| {
             buf.extend_from_slice(&payload);
             Ok(())
         })?;
@@ -270,6 +354,16 @@ impl Client {
         done_rx.await.map_err(|_| Error::Closed)??;
         Ok(RawSubscription::new(id, rx, self.inner.clone()))
     }
+}
+
+/// A random 64-bit number (std's per-process random hasher keys, mixed with the time).
+fn random_u64() -> u64 {
+    use std::hash::BuildHasher;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()))
 }
 
 /// Encode a value as CBOR.

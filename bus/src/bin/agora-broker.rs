@@ -34,6 +34,19 @@ struct Args {
     /// Per-subscriber queue bound on the events socket, in messages.
     #[arg(long, default_value_t = 1000)]
     events_hwm: i32,
+    /// When the event log and the space's write-ahead log are forced to disk: `always`,
+    /// `every <duration>` (group commit, e.g. `every 5ms`) or `never`.
+    #[arg(long, default_value = "every 5ms")]
+    fsync: agora_bus::log::FsyncPolicy,
+    /// Keep at most this many bytes of events (oldest segments are removed first).
+    #[arg(long)]
+    retention_bytes: Option<u64>,
+    /// Remove events older than this (whole segments), e.g. `7days`, `12h`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    retention_age: Option<Duration>,
+    /// Event log segment size in bytes.
+    #[arg(long, default_value_t = agora_bus::log::DEFAULT_SEGMENT_BYTES)]
+    segment_bytes: u64,
     /// Do not serve the tuple space.
     #[arg(long)]
     no_space: bool,
@@ -78,6 +91,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         slow_consumer_timeout: args.slow_consumer_timeout,
         events_hwm: args.events_hwm,
         serve_space: !args.no_space,
+        fsync: args.fsync,
+        space_fsync: args.fsync.into(),
+        retention_bytes: args.retention_bytes,
+        retention_age: args.retention_age,
+        segment_bytes: args.segment_bytes,
         ..BrokerConfig::default()
     };
     let broker = Broker::start(config).context("cannot start the broker")?;

@@ -9,14 +9,17 @@
 //! subscriber's SDK sees the sequence gap).
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{sibling_endpoint, BrokerConfig, BrokerError};
+use crate::log::{EventLog, FsyncPolicy, LogOptions, Record};
 use crate::protocol::{
     self, ContentType, ErrorCode, Header, Hello, Meta, Op, ProtocolError, Stats, TopicStats,
-    FLAG_ACK, FLAG_CONFIRM, KIND_BEACON, KIND_EVENT, STATS_TOPIC, SYNC_TOPIC_PREFIX, VERSION,
+    FLAG_ACK, FLAG_CONFIRM, FLAG_PRODUCER, KIND_BEACON, KIND_EVENT, STATS_TOPIC, SYNC_TOPIC_PREFIX,
+    VERSION,
 };
 use crate::topic::{validate_topic, MAX_TOPIC_LEN};
 
@@ -63,6 +66,23 @@ struct ReplyTo<'a> {
     request_id: u64,
 }
 
+/// A confirmed publish waiting for the fsync that covers its offset.
+struct PendingConfirm {
+    offset: u64,
+    seq: u64,
+    identity: Vec<u8>,
+    delimited: bool,
+    request_id: u64,
+}
+
+/// The last event a producer published: what a retry of it is answered with.
+#[derive(Clone, Copy)]
+struct ProducerState {
+    seq: u64,
+    /// Offset and topic sequence of that event; unknown after a restart.
+    stamped: Option<(u64, u64)>,
+}
+
 pub(super) struct Dispatcher {
     pub(super) endpoint: String,
     pub(super) events_endpoint: String,
@@ -71,6 +91,16 @@ pub(super) struct Dispatcher {
     router: zmq::Socket,
     egress: Egress,
     doorbell: UnixStream,
+
+    log: EventLog,
+    /// Rung by the log's syncer thread when more of the log is durable.
+    durable_bell: UnixStream,
+    syncer_thread: Option<std::thread::JoinHandle<Result<(), crate::log::LogError>>>,
+    confirms: std::collections::VecDeque<PendingConfirm>,
+    producers: HashMap<u64, ProducerState>,
+    /// Appended since the last commit.
+    uncommitted: bool,
+    last_retention: Instant,
 
     next_offset: u64,
     last_time_ns: u64,
@@ -155,6 +185,61 @@ impl Dispatcher {
         };
         let events_endpoint = bind(&xpub, "events", &events_want)?;
 
+        let log_dir = config.data_dir.join("log");
+        let (log, recovery) = EventLog::open(
+            &log_dir,
+            LogOptions {
+                segment_bytes: config.segment_bytes,
+                retention_bytes: config.retention_bytes,
+                retention_age: config.retention_age,
+                fsync: config.fsync,
+                ..LogOptions::default()
+            },
+        )?;
+        if recovery.truncated_bytes > 0 {
+            tracing::warn!(
+                bytes = recovery.truncated_bytes,
+                at = ?recovery.truncated_at,
+                "event log had a torn or corrupt tail; truncated: {}",
+                recovery.truncation_reasons.join("; ")
+            );
+        }
+        tracing::info!(
+            dir = %log_dir.display(),
+            first_offset = recovery.first_offset,
+            next_offset = recovery.next_offset,
+            topics = recovery.last_seq_by_topic.len(),
+            "event log open"
+        );
+        let mut topics = HashMap::new();
+        for (name, seq) in &recovery.last_seq_by_topic {
+            let mut state = TopicState::new();
+            state.seq = *seq;
+            state.beaconed_seq = *seq;
+            topics.insert(Box::from(name.as_bytes()), state);
+        }
+        let producers = recovery
+            .producers
+            .iter()
+            .map(|(id, seq)| {
+                (
+                    *id,
+                    ProducerState {
+                        seq: *seq,
+                        stamped: None,
+                    },
+                )
+            })
+            .collect();
+        // The syncer thread rings `bell_writer`; the dispatcher polls `durable_bell`.
+        let (durable_bell, bell_writer) = UnixStream::pair()?;
+        durable_bell.set_nonblocking(true)?;
+        bell_writer.set_nonblocking(true)?;
+        let syncer_thread = log.syncer().spawn(config.fsync, move |_durable| {
+            // A full socket means a wakeup is already pending.
+            let _ = (&bell_writer).write(&[1]);
+        });
+
         let now = Instant::now();
         Ok(Dispatcher {
             endpoint,
@@ -170,9 +255,16 @@ impl Dispatcher {
                 buf: Vec::with_capacity(4096),
             },
             doorbell,
-            next_offset: 0,
+            next_offset: recovery.next_offset,
             last_time_ns: 0,
-            topics: HashMap::new(),
+            topics,
+            log,
+            durable_bell,
+            syncer_thread,
+            confirms: std::collections::VecDeque::new(),
+            producers,
+            uncommitted: false,
+            last_retention: now,
             subscriptions: HashMap::new(),
             subscription_count: 0,
             subscription_generation: 0,
@@ -200,11 +292,12 @@ impl Dispatcher {
         let mut frames: Vec<zmq::Message> = Vec::with_capacity(MAX_FRAMES);
         loop {
             let timeout = next_stats.saturating_duration_since(Instant::now());
-            let (requests_ready, subs_ready, stop) = {
+            let (requests_ready, subs_ready, stop, durable) = {
                 let mut items = [
                     self.router.as_poll_item(zmq::POLLIN),
                     self.egress.xpub.as_poll_item(zmq::POLLIN),
                     zmq::PollItem::from_fd(self.doorbell.as_raw_fd(), zmq::POLLIN),
+                    zmq::PollItem::from_fd(self.durable_bell.as_raw_fd(), zmq::POLLIN),
                 ];
                 match zmq::poll(&mut items, timeout.as_millis() as i64) {
                     Ok(_) | Err(zmq::Error::EINTR) => {}
@@ -214,6 +307,7 @@ impl Dispatcher {
                     items[0].is_readable(),
                     items[1].is_readable(),
                     items[2].is_readable(),
+                    items[3].is_readable(),
                 )
             };
             if stop {
@@ -225,18 +319,83 @@ impl Dispatcher {
             if requests_ready {
                 self.drain_requests(&mut frames)?;
             }
+            if self.uncommitted {
+                self.commit();
+            }
+            if durable {
+                let mut buf = [0u8; 64];
+                while matches!((&self.durable_bell).read(&mut buf), Ok(n) if n > 0) {}
+                self.release_confirms(self.log.durable_offset());
+            }
             if Instant::now() >= next_stats {
                 self.publish_stats();
                 next_stats = Instant::now() + interval;
+                if self.last_retention.elapsed() >= Duration::from_secs(10) {
+                    self.last_retention = Instant::now();
+                    match self.log.enforce_retention(SystemTime::now()) {
+                        Ok(r) if r.segments_removed > 0 => tracing::info!(
+                            segments = r.segments_removed,
+                            bytes = r.bytes_removed,
+                            first_offset = r.first_offset,
+                            "retention removed old segments"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!("retention failed: {e}"),
+                    }
+                }
             }
         }
         self.finish();
         Ok(())
     }
 
-    /// Shutdown: nothing more is read; the sockets linger so queued events and replies drain.
+    /// Shutdown: nothing more is read; the log is flushed and synced, the confirms it covers
+    /// are answered, and the sockets linger so queued events and replies drain.
     fn finish(&mut self) {
         tracing::info!(events_in = self.events_in, "dispatcher stopping");
+        match self.log.sync() {
+            Ok(durable) => self.release_confirms(durable),
+            Err(e) => tracing::error!("final log sync failed: {e}"),
+        }
+        self.log.syncer().close();
+        if let Some(t) = self.syncer_thread.take() {
+            match t.join() {
+                Ok(Err(e)) => tracing::error!("log syncer failed: {e}"),
+                Err(_) => tracing::error!("log syncer panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    /// Push appended events to the OS and ask the syncer for an fsync. Under `never`, what
+    /// is flushed is as durable as it gets, so confirms go out now.
+    fn commit(&mut self) {
+        self.uncommitted = false;
+        match self.log.commit() {
+            Ok(flushed) => {
+                if self.config.fsync == FsyncPolicy::Never {
+                    self.release_confirms(flushed);
+                }
+            }
+            Err(e) => tracing::error!("event log commit failed: {e}"),
+        }
+    }
+
+    /// Answer the confirmed publishes below `durable` (an exclusive offset).
+    fn release_confirms(&mut self, durable: u64) {
+        while let Some(c) = self.confirms.front() {
+            if c.offset >= durable {
+                break;
+            }
+            let c = self.confirms.pop_front().expect("front exists");
+            let to = ReplyTo {
+                identity: &c.identity,
+                delimited: c.delimited,
+                request_id: c.request_id,
+            };
+            let ack = protocol::encode_publish_ack(c.offset, c.seq);
+            self.ok_reply(&to, &[&ack]);
+        }
     }
 
     fn drain_subscriptions(&mut self) {
@@ -383,8 +542,20 @@ impl Dispatcher {
         }
     }
 
-    /// The hot path: check, stamp, forward. `inline` is the publish frame after its header.
+    /// The hot path: check, stamp, log, forward. `inline` is the publish frame after its
+    /// header.
     fn publish(&mut self, reply: &ReplyTo<'_>, header: Header, inline: &[u8]) {
+        let (producer, inline) = if header.flags & FLAG_PRODUCER != 0 {
+            match protocol::split_producer(inline) {
+                Ok(p) => (Some(p.0), p.1),
+                Err(e) => {
+                    self.rejected += 1;
+                    return self.error_reply(reply, e.code(), &e.to_string());
+                }
+            }
+        } else {
+            (None, inline)
+        };
         let (topic, payload) = match protocol::split_topic(inline, MAX_TOPIC_LEN) {
             Ok(parts) => parts,
             Err(e) => {
@@ -392,10 +563,13 @@ impl Dispatcher {
                 return self.error_reply(reply, ErrorCode::BadTopic, &e.to_string());
             }
         };
-        if let Err(e) = validate_topic(topic) {
-            self.rejected += 1;
-            return self.error_reply(reply, ErrorCode::BadTopic, &e.to_string());
-        }
+        let topic_str = match validate_topic(topic) {
+            Ok(t) => t,
+            Err(e) => {
+                self.rejected += 1;
+                return self.error_reply(reply, ErrorCode::BadTopic, &e.to_string());
+            }
+        };
         if topic[0] == b'$' {
             self.rejected += 1;
             let msg = format!(
@@ -414,11 +588,54 @@ impl Dispatcher {
             return self.error_reply(reply, ErrorCode::PayloadTooLarge, &msg);
         }
 
+        if let Some((id, pseq)) = producer {
+            if let Some(p) = self.producers.get(&id) {
+                if pseq <= p.seq {
+                    // A retry of something already stamped: answer it, forward nothing.
+                    return self.duplicate(reply, header, pseq, *p);
+                }
+                if pseq != p.seq + 1 {
+                    // An earlier one never arrived (lost with a dropped connection): refuse,
+                    // so the producer resends in order and nothing is skipped as a duplicate.
+                    self.rejected += 1;
+                    let msg = format!(
+                        "producer {id:016x} sequence gap: expected {}, got {pseq}",
+                        p.seq + 1
+                    );
+                    return self.error_reply(reply, ErrorCode::OutOfOrder, &msg);
+                }
+            }
+        }
+
         let offset = self.next_offset;
+        let time_ns = now_ns().max(self.last_time_ns);
+        let seq_now = self.topics.get(topic).map_or(0, |t| t.seq) + 1;
+        let record = Record {
+            offset,
+            seq: seq_now,
+            time_ns,
+            content_type: header.content_type,
+            producer,
+            topic: topic_str,
+            payload,
+        };
+        if let Err(e) = self.log.append(&record) {
+            tracing::error!("event log append failed: {e}");
+            return self.error_reply(reply, ErrorCode::Internal, &format!("event log: {e}"));
+        }
+        self.uncommitted = true;
         self.next_offset += 1;
         self.events_in += 1;
-        let time_ns = now_ns().max(self.last_time_ns);
         self.last_time_ns = time_ns;
+        if let Some((id, pseq)) = producer {
+            self.producers.insert(
+                id,
+                ProducerState {
+                    seq: pseq,
+                    stamped: Some((offset, seq_now)),
+                },
+            );
+        }
         let generation = self.subscription_generation;
         let state = match self.topics.get_mut(topic) {
             Some(s) => s,
@@ -427,7 +644,7 @@ impl Dispatcher {
                 .entry(Box::from(topic))
                 .or_insert_with(TopicState::new),
         };
-        state.seq += 1;
+        state.seq = seq_now;
         state.events += 1;
         let seq = state.seq;
         if state.fanout_generation != generation {
@@ -450,10 +667,58 @@ impl Dispatcher {
         };
         self.egress.send(topic, &meta, payload);
 
-        if header.flags & (FLAG_ACK | FLAG_CONFIRM) != 0 {
+        if header.flags & FLAG_CONFIRM != 0 {
+            self.confirms.push_back(PendingConfirm {
+                offset,
+                seq,
+                identity: reply.identity.to_vec(),
+                delimited: reply.delimited,
+                request_id: reply.request_id,
+            });
+        } else if header.flags & FLAG_ACK != 0 {
             let ack = protocol::encode_publish_ack(offset, seq);
             self.ok_reply(reply, &[&ack]);
         }
+    }
+
+    /// Answer a producer's retry of an event it already published. A confirmed retry is
+    /// answered once the original is durable.
+    fn duplicate(&mut self, reply: &ReplyTo<'_>, header: Header, pseq: u64, last: ProducerState) {
+        tracing::debug!(pseq, "duplicate publish dropped");
+        if header.flags & (FLAG_ACK | FLAG_CONFIRM) == 0 {
+            return;
+        }
+        // Offsets are known only for the producer's latest event seen since this broker
+        // started; older retries are answered with the unknown offset.
+        let (offset, seq) = match last.stamped {
+            Some(stamped) if last.seq == pseq => stamped,
+            _ => (protocol::UNKNOWN_OFFSET, 0),
+        };
+        let durable = if self.config.fsync == FsyncPolicy::Never {
+            self.log.flushed_offset()
+        } else {
+            self.log.durable_offset()
+        };
+        if header.flags & FLAG_CONFIRM != 0
+            && offset != protocol::UNKNOWN_OFFSET
+            && offset >= durable
+        {
+            // Queue behind the original; confirms are answered in offset order.
+            let pos = self.confirms.partition_point(|c| c.offset <= offset);
+            self.confirms.insert(
+                pos,
+                PendingConfirm {
+                    offset,
+                    seq,
+                    identity: reply.identity.to_vec(),
+                    delimited: reply.delimited,
+                    request_id: reply.request_id,
+                },
+            );
+            return;
+        }
+        let ack = protocol::encode_publish_ack(offset, seq);
+        self.ok_reply(reply, &[&ack]);
     }
 
     fn snapshot(&self) -> Stats {

@@ -46,6 +46,15 @@ pub struct BrokerConfig {
     pub events_hwm: i32,
     /// Per-client queue bound on the request socket (ZMQ_RCVHWM), in messages.
     pub requests_hwm: i32,
+    /// When the event log is forced to disk (`always`, `every 5ms`: group commit, `never`).
+    /// A confirmed publish is answered only after the fsync that covers it.
+    pub fsync: crate::log::FsyncPolicy,
+    /// Event log segment size, in bytes.
+    pub segment_bytes: u64,
+    /// Keep at most this many bytes of events (oldest segments are removed first).
+    pub retention_bytes: Option<u64>,
+    /// Remove segments whose newest event is older than this.
+    pub retention_age: Option<Duration>,
     /// Serve the tuple space (on `space`, persisted under `<data_dir>/space`).
     pub serve_space: bool,
     /// When the space's write-ahead log is forced to disk.
@@ -66,6 +75,10 @@ impl Default for BrokerConfig {
             slow_consumer_timeout: Duration::from_millis(500),
             events_hwm: 1000,
             requests_hwm: 10_000,
+            fsync: crate::log::FsyncPolicy::Every(Duration::from_millis(5)),
+            segment_bytes: crate::log::DEFAULT_SEGMENT_BYTES,
+            retention_bytes: None,
+            retention_age: None,
             serve_space: true,
             space_fsync: agora_tuplespace::persist::FsyncPolicy::Every(Duration::from_millis(5)),
             reservation_lease: Duration::from_secs(5),
@@ -109,6 +122,8 @@ pub enum BrokerError {
     Panicked,
     #[error("tuple space: {0}")]
     Space(#[from] agora_tuplespace::Error),
+    #[error("event log: {0}")]
+    Log(#[from] crate::log::LogError),
 }
 
 /// A running broker. Dropping it shuts it down.

@@ -310,6 +310,17 @@ impl Syncer {
     }
 }
 
+impl From<FsyncPolicy> for agora_tuplespace::persist::FsyncPolicy {
+    /// The same policy for the tuple space's write-ahead log.
+    fn from(p: FsyncPolicy) -> Self {
+        match p {
+            FsyncPolicy::Always => agora_tuplespace::persist::FsyncPolicy::Always,
+            FsyncPolicy::Every(d) => agora_tuplespace::persist::FsyncPolicy::Every(d),
+            FsyncPolicy::Never => agora_tuplespace::persist::FsyncPolicy::Never,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,9 @@ pub struct PubArgs {
     /// Events per second (0: as fast as the broker takes them).
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// Wait until each event is durable in the broker's log (fsync'd) before going on.
+    #[arg(long)]
+    pub confirm: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -66,6 +69,24 @@ pub async fn publish(broker: &str, args: PubArgs) -> anyhow::Result<Outcome> {
         bail!("--rate must be a positive number of events per second");
     }
     let client = connect(broker).await?;
+    if args.confirm {
+        let start = Instant::now();
+        let mut last = (0, 0);
+        for i in 0..args.count {
+            if args.rate > 0.0 {
+                let due = start + Duration::from_secs_f64(i as f64 / args.rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            last = client
+                .publish_raw_confirmed(&args.topic, payload.clone(), ContentType::Cbor)
+                .await?;
+        }
+        eprintln!(
+            "published {} confirmed event(s) to {}; last at offset {} (seq {})",
+            args.count, args.topic, last.0, last.1
+        );
+        return Ok(Outcome::Done);
+    }
     if args.count == 1 {
         let (offset, seq) = client
             .publish_raw_acked(&args.topic, payload, ContentType::Cbor)
