@@ -26,6 +26,7 @@ const OP_ERROR: u8 = 0x81;
 // Header byte 2: publish flags.
 const FLAG_ACK: u8 = 0x01;
 const FLAG_CONFIRM: u8 = 0x02;
+const FLAG_PRODUCER: u8 = 0x04;
 
 // Header byte 3 / meta byte 1: content types.
 const CT_CBOR: u8 = 0;
@@ -40,6 +41,7 @@ const E_PAYLOAD_TOO_LARGE: u16 = 3;
 const E_BAD_TOPIC: u16 = 4;
 const E_UNSUPPORTED_VERSION: u16 = 5;
 const E_BAD_REQUEST: u16 = 7;
+const E_OUT_OF_ORDER: u16 = 9;
 
 // Meta byte 2: kinds.
 const KIND_EVENT: u8 = 0;
@@ -669,4 +671,83 @@ fn stats_events_and_sequence_beacons() {
         stats_seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "stats seq counts up: {stats_seqs:?}"
     );
+}
+
+/// A publish with the PRODUCER flag: `header ‖ producer id u64 ‖ producer seq u64 ‖ topic ‖
+/// 0x00 ‖ payload`.
+fn producer_frame(flags: u8, id: u64, producer: u64, pseq: u64, topic: &[u8]) -> Vec<u8> {
+    let mut f = header(OP_PUBLISH, flags | FLAG_PRODUCER, CT_CBOR, id);
+    f.extend_from_slice(&producer.to_le_bytes());
+    f.extend_from_slice(&pseq.to_le_bytes());
+    f.extend_from_slice(topic);
+    f.push(0);
+    f.push(0xf6);
+    f
+}
+
+fn ack(reply: &[Vec<u8>], id: u64) -> (u64, u64) {
+    assert_eq!(reply.len(), 2, "ack is header + 16 bytes: {reply:?}");
+    assert_eq!(reply[0], header(OP_OK, 0, 0, id));
+    (le64(&reply[1][..8]), le64(&reply[1][8..]))
+}
+
+#[test]
+fn idempotent_producers_confirms_and_offsets_across_a_restart() {
+    let mut broker = TestBroker::start_with(|c| c.stats_interval = Duration::from_secs(3600));
+    let ctx = zmq::Context::new();
+    let ep = broker.endpoint();
+    let sub = subscriber(&ctx, &ep, &[b"idem.t\0"]);
+    let d = dealer(&ctx, &ep);
+    let p = 0xABCD_0000_0000_0001;
+    let call = |frame: Vec<u8>| request(&d, &[&frame]);
+    let r = call(producer_frame(FLAG_ACK, 1, p, 1, b"idem.t"));
+    assert_eq!(ack(&r, 1), (0, 1));
+    // A retry of seq 1 is answered with the original's offset and not forwarded.
+    let r = call(producer_frame(FLAG_ACK, 2, p, 1, b"idem.t"));
+    assert_eq!(ack(&r, 2), (0, 1));
+    // Skipping seq 2 is refused.
+    let r = call(producer_frame(FLAG_ACK, 3, p, 3, b"idem.t"));
+    assert_error(&r, 3, E_OUT_OF_ORDER);
+    // CONFIRM: answered once the event is durable.
+    let r = call(producer_frame(FLAG_CONFIRM, 4, p, 2, b"idem.t"));
+    assert_eq!(ack(&r, 4), (1, 2));
+    // An older retry: the broker only remembers the latest offset, so it answers "unknown".
+    let r = call(producer_frame(FLAG_ACK, 5, p, 1, b"idem.t"));
+    assert_eq!(ack(&r, 5), (UNLOGGED, 0));
+    // A retry without ACK gets no reply at all (the PING's comes next).
+    send(&d, &[&producer_frame(0, 6, p, 2, b"idem.t")]);
+    assert_eq!(
+        request(&d, &[&header(OP_PING, 0, 0, 7)]),
+        vec![header(OP_OK, 0, 0, 7)]
+    );
+    // Too short for the 16 producer bytes.
+    let mut short = header(OP_PUBLISH, FLAG_PRODUCER, 0, 8);
+    short.extend_from_slice(&[1, 2, 3]);
+    let r = call(short);
+    assert_error(&r, 8, E_MALFORMED);
+
+    let got: Vec<(u64, u64)> = (0..2)
+        .map(|_| {
+            let ev = recv_non_beacon(&sub);
+            (ev.offset(), ev.seq())
+        })
+        .collect();
+    assert_eq!(got, [(0, 1), (1, 2)], "each event forwarded once");
+    let mut items = [sub.as_poll_item(zmq::POLLIN)];
+    assert_eq!(zmq::poll(&mut items, 0).expect("poll"), 0, "no duplicates");
+
+    // Offsets, topic sequences and producer sequences survive a restart.
+    drop((sub, d));
+    broker.restart(|c| c.stats_interval = Duration::from_secs(3600));
+    let d = dealer(&ctx, &broker.endpoint());
+    let r = request(&d, &[&publish_frame(FLAG_ACK, 0, 9, b"idem.t", b"x")]);
+    assert_eq!(ack(&r, 9), (2, 3));
+    let r = request(&d, &[&producer_frame(FLAG_ACK, 10, p, 2, b"idem.t")]);
+    assert_eq!(
+        ack(&r, 10),
+        (UNLOGGED, 0),
+        "a retry across the restart is still dropped"
+    );
+    let r = request(&d, &[&producer_frame(FLAG_ACK, 11, p, 3, b"idem.t")]);
+    assert_eq!(ack(&r, 11), (3, 4));
 }
