@@ -451,13 +451,13 @@ fn garbage_gets_error_replies_and_the_broker_keeps_serving() {
         (
             vec![header(OP_SYNC, 0, 0, 57), v(b"has space")],
             57,
-            E_MALFORMED,
+            E_BAD_REQUEST,
         ),
-        (vec![header(OP_SYNC, 0, 0, 58), v(b"")], 58, E_MALFORMED),
+        (vec![header(OP_SYNC, 0, 0, 58), v(b"")], 58, E_BAD_REQUEST),
         (
             vec![header(OP_SYNC, 0, 0, 59), vec![b'k'; 65]],
             59,
-            E_MALFORMED,
+            E_BAD_REQUEST,
         ),
         (vec![header(OP_OK, 0, 0, 60)], 60, E_BAD_REQUEST),
         (vec![header(OP_ERROR, 0, 0, 61)], 61, E_BAD_REQUEST),

@@ -180,6 +180,8 @@ pub enum ProtocolError {
     FrameCount { op: Op, expected: usize, got: usize },
     #[error("bad reply body: {0}")]
     Body(String),
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 impl ProtocolError {
@@ -188,6 +190,7 @@ impl ProtocolError {
         match self {
             ProtocolError::Version(_) => ErrorCode::UnsupportedVersion,
             ProtocolError::UnknownOp(_) => ErrorCode::UnknownOp,
+            ProtocolError::BadRequest(_) => ErrorCode::BadRequest,
             _ => ErrorCode::Malformed,
         }
     }
@@ -495,7 +498,7 @@ pub struct Stats {
     pub events_in: u64,
     /// Event deliveries: for each event, the number of subscriptions whose prefix matched.
     pub events_out: u64,
-    /// Publishes refused (oversize, bad topic, malformed).
+    /// Publishes refused (oversize, bad or reserved topic, producer sequence gap).
     pub rejected: u64,
     /// Events sent while a slow subscriber's queue was full (it missed them; its SDK sees
     /// a sequence gap).

@@ -180,6 +180,19 @@ pub enum FilterError {
     },
 }
 
+/// The regex crate's errors draw the pattern with a caret over several lines; keep the last
+/// line (what is wrong), so an error message stays one line.
+fn one_line_regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .next_back()
+        .unwrap_or("invalid regex")
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
 /// Checks that `bytes` form a valid topic and returns it as `&str` without allocating.
 ///
 /// This is the broker's hot-path check; [`Topic::new`] uses it too. On error the message
@@ -462,7 +475,7 @@ impl Filter {
             .build()
             .map_err(|e| FilterError::InvalidRegex {
                 filter: filter.to_owned(),
-                message: e.to_string(),
+                message: one_line_regex_error(&e),
             })?;
         let dollar = pattern.starts_with("^\\$") || pattern.starts_with("\\$");
         Ok(Filter {

@@ -363,7 +363,13 @@ fn unreachable_broker_exits_two() {
     // Nothing listens on port 1; the client gives up after its connect timeout.
     let out = run({
         let mut c = agora();
-        c.args(["--broker", "tcp://127.0.0.1:1", "stats"]);
+        c.args([
+            "--broker",
+            "tcp://127.0.0.1:1",
+            "--connect-timeout",
+            "300ms",
+            "stats",
+        ]);
         c
     });
     assert_error_exit(&out, "tcp://127.0.0.1:1");

@@ -66,6 +66,20 @@ struct ReplyTo<'a> {
     request_id: u64,
 }
 
+/// The tuple space's events on their way to `$space.*`: the store's observer pushes
+/// (topic, CBOR tuple) here and rings `bell` when the dispatcher is not already due to look.
+pub(super) struct SpaceEvents {
+    pub rx: std::sync::mpsc::Receiver<(&'static str, Vec<u8>)>,
+    pub bell: UnixStream,
+    /// Set by the observer when it rings; cleared by the dispatcher before it drains.
+    pub pending: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Whether any subscription covers `$space.`: the observer does nothing otherwise.
+    pub wanted: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Topics the space's events are published on.
+pub const SPACE_TOPIC_PREFIX: &str = "$space.";
+
 /// A confirmed publish waiting for the fsync that covers its offset.
 struct PendingConfirm {
     offset: u64,
@@ -97,6 +111,7 @@ pub(super) struct Dispatcher {
     durable_bell: UnixStream,
     syncer_thread: Option<std::thread::JoinHandle<Result<(), crate::log::LogError>>>,
     confirms: std::collections::VecDeque<PendingConfirm>,
+    pub(super) space_events: Option<SpaceEvents>,
     producers: HashMap<u64, ProducerState>,
     /// Appended since the last commit.
     uncommitted: bool,
@@ -262,6 +277,7 @@ impl Dispatcher {
             durable_bell,
             syncer_thread,
             confirms: std::collections::VecDeque::new(),
+            space_events: None,
             producers,
             uncommitted: false,
             last_retention: now,
@@ -292,12 +308,18 @@ impl Dispatcher {
         let mut frames: Vec<zmq::Message> = Vec::with_capacity(MAX_FRAMES);
         loop {
             let timeout = next_stats.saturating_duration_since(Instant::now());
-            let (requests_ready, subs_ready, stop, durable) = {
+            let space_fd = self.space_events.as_ref().map(|s| s.bell.as_raw_fd());
+            let (requests_ready, subs_ready, stop, durable, space_ready) = {
                 let mut items = [
                     self.router.as_poll_item(zmq::POLLIN),
                     self.egress.xpub.as_poll_item(zmq::POLLIN),
                     zmq::PollItem::from_fd(self.doorbell.as_raw_fd(), zmq::POLLIN),
                     zmq::PollItem::from_fd(self.durable_bell.as_raw_fd(), zmq::POLLIN),
+                    // Without a space, poll the doorbell twice rather than juggle lengths.
+                    zmq::PollItem::from_fd(
+                        space_fd.unwrap_or(self.doorbell.as_raw_fd()),
+                        zmq::POLLIN,
+                    ),
                 ];
                 match zmq::poll(&mut items, timeout.as_millis() as i64) {
                     Ok(_) | Err(zmq::Error::EINTR) => {}
@@ -308,6 +330,7 @@ impl Dispatcher {
                     items[1].is_readable(),
                     items[2].is_readable(),
                     items[3].is_readable(),
+                    space_fd.is_some() && items[4].is_readable(),
                 )
             };
             if stop {
@@ -318,6 +341,9 @@ impl Dispatcher {
             }
             if requests_ready {
                 self.drain_requests(&mut frames)?;
+            }
+            if space_ready {
+                self.drain_space_events();
             }
             if self.uncommitted {
                 self.commit();
@@ -398,6 +424,35 @@ impl Dispatcher {
         }
     }
 
+    /// Publish the tuple space's events that arrived since the last look.
+    fn drain_space_events(&mut self) {
+        let mut batch = Vec::new();
+        if let Some(se) = &self.space_events {
+            let mut buf = [0u8; 64];
+            while matches!((&se.bell).read(&mut buf), Ok(n) if n > 0) {}
+            se.pending.store(false, std::sync::atomic::Ordering::SeqCst);
+            batch.extend(se.rx.try_iter().take(REQUEST_BATCH));
+            if batch.len() == REQUEST_BATCH {
+                // More to come: make sure the next poll looks again.
+                let _ = (&se.bell).write(&[1]);
+            }
+        }
+        for (topic, payload) in batch {
+            let ct = ContentType::Cbor as u8;
+            if let Err(e) = self.append_and_forward(topic, &payload, ct, None) {
+                tracing::error!("event log append failed for {topic}: {e}");
+            }
+        }
+    }
+
+    /// Whether some subscription would receive `$space.*` events.
+    fn space_events_wanted(&self) -> bool {
+        let space = SPACE_TOPIC_PREFIX.as_bytes();
+        self.subscriptions
+            .keys()
+            .any(|p| space.starts_with(p) || p.starts_with(space))
+    }
+
     fn drain_subscriptions(&mut self) {
         loop {
             let msg = match self.egress.xpub.recv_msg(zmq::DONTWAIT) {
@@ -428,6 +483,12 @@ impl Dispatcher {
                 _ => continue,
             }
             self.subscription_generation += 1;
+            if let Some(se) = &self.space_events {
+                se.wanted.store(
+                    self.space_events_wanted(),
+                    std::sync::atomic::Ordering::SeqCst,
+                );
+            }
         }
     }
 
@@ -513,7 +574,7 @@ impl Dispatcher {
             Op::Sync => expect(1).and_then(|()| {
                 let token: &[u8] = &body[0];
                 if !protocol::valid_sync_token(token) {
-                    return Err(ProtocolError::Body(
+                    return Err(ProtocolError::BadRequest(
                         "sync token must be 1..=64 bytes of [A-Za-z0-9_-]".into(),
                     ));
                 }
@@ -607,65 +668,15 @@ impl Dispatcher {
             }
         }
 
-        let offset = self.next_offset;
-        let time_ns = now_ns().max(self.last_time_ns);
-        let seq_now = self.topics.get(topic).map_or(0, |t| t.seq) + 1;
-        let record = Record {
-            offset,
-            seq: seq_now,
-            time_ns,
-            content_type: header.content_type,
-            producer,
-            topic: topic_str,
-            payload,
-        };
-        if let Err(e) = self.log.append(&record) {
-            tracing::error!("event log append failed: {e}");
-            return self.error_reply(reply, ErrorCode::Internal, &format!("event log: {e}"));
-        }
-        self.uncommitted = true;
-        self.next_offset += 1;
-        self.events_in += 1;
-        self.last_time_ns = time_ns;
-        if let Some((id, pseq)) = producer {
-            self.producers.insert(
-                id,
-                ProducerState {
-                    seq: pseq,
-                    stamped: Some((offset, seq_now)),
-                },
-            );
-        }
-        let generation = self.subscription_generation;
-        let state = match self.topics.get_mut(topic) {
-            Some(s) => s,
-            None => self
-                .topics
-                .entry(Box::from(topic))
-                .or_insert_with(TopicState::new),
-        };
-        state.seq = seq_now;
-        state.events += 1;
-        let seq = state.seq;
-        if state.fanout_generation != generation {
-            state.fanout = self
-                .subscriptions
-                .iter()
-                .filter(|(prefix, _)| is_prefix_of_event(prefix, topic))
-                .map(|(_, n)| *n)
-                .sum();
-            state.fanout_generation = generation;
-        }
-        self.events_out += state.fanout;
-
-        let meta = Meta {
-            kind: KIND_EVENT,
-            offset,
-            seq,
-            time_ns,
-            content_type: header.content_type,
-        };
-        self.egress.send(topic, &meta, payload);
+        let (offset, seq) =
+            match self.append_and_forward(topic_str, payload, header.content_type, producer) {
+                Ok(stamp) => stamp,
+                Err(e) => {
+                    tracing::error!("event log append failed: {e}");
+                    let msg = format!("event log: {e}");
+                    return self.error_reply(reply, ErrorCode::Internal, &msg);
+                }
+            };
 
         if header.flags & FLAG_CONFIRM != 0 {
             self.confirms.push_back(PendingConfirm {
@@ -679,6 +690,72 @@ impl Dispatcher {
             let ack = protocol::encode_publish_ack(offset, seq);
             self.ok_reply(reply, &[&ack]);
         }
+    }
+
+    /// Stamp an event with the next offset, its topic's next sequence and the time, append it
+    /// to the log, and send it to subscribers. Returns `(offset, seq)`.
+    fn append_and_forward(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        content_type: u8,
+        producer: Option<(u64, u64)>,
+    ) -> Result<(u64, u64), crate::log::LogError> {
+        let offset = self.next_offset;
+        let time_ns = now_ns().max(self.last_time_ns);
+        let seq = self.topics.get(topic.as_bytes()).map_or(0, |t| t.seq) + 1;
+        self.log.append(&Record {
+            offset,
+            seq,
+            time_ns,
+            content_type,
+            producer,
+            topic,
+            payload,
+        })?;
+        self.uncommitted = true;
+        self.next_offset += 1;
+        self.events_in += 1;
+        self.last_time_ns = time_ns;
+        if let Some((id, pseq)) = producer {
+            self.producers.insert(
+                id,
+                ProducerState {
+                    seq: pseq,
+                    stamped: Some((offset, seq)),
+                },
+            );
+        }
+        let topic = topic.as_bytes();
+        let generation = self.subscription_generation;
+        let state = match self.topics.get_mut(topic) {
+            Some(s) => s,
+            None => self
+                .topics
+                .entry(Box::from(topic))
+                .or_insert_with(TopicState::new),
+        };
+        state.seq = seq;
+        state.events += 1;
+        if state.fanout_generation != generation {
+            state.fanout = self
+                .subscriptions
+                .iter()
+                .filter(|(prefix, _)| is_prefix_of_event(prefix, topic))
+                .map(|(_, n)| *n)
+                .sum();
+            state.fanout_generation = generation;
+        }
+        self.events_out += state.fanout;
+        let meta = Meta {
+            kind: KIND_EVENT,
+            offset,
+            seq,
+            time_ns,
+            content_type,
+        };
+        self.egress.send(topic, &meta, payload);
+        Ok((offset, seq))
     }
 
     /// Answer a producer's retry of an event it already published. A confirmed retry is

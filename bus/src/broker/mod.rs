@@ -161,6 +161,7 @@ impl Broker {
                 ..agora_tuplespace::ServerConfig::default()
             })?;
             parts.space_endpoint = Some(server.endpoint().to_string());
+            parts.space_events = Some(forward_space_events(server.space())?);
             Some(server)
         } else {
             None
@@ -231,6 +232,48 @@ impl Drop for Broker {
             tracing::error!("broker stopped with an error: {e}");
         }
     }
+}
+
+/// Observe the space and queue its events for the dispatcher, which publishes them on
+/// `$space.out`, `$space.take` and `$space.expire` (payload: the tuple as CBOR). Nothing is
+/// encoded or queued while no subscription covers `$space.`.
+fn forward_space_events(
+    space: &agora_tuplespace::Space,
+) -> Result<dispatcher::SpaceEvents, BrokerError> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // Bounded: if the dispatcher falls this far behind, events are dropped (and logged)
+    // rather than blocking the space.
+    let (tx, rx) = std::sync::mpsc::sync_channel(65_536);
+    let (bell, ringer) = UnixStream::pair()?;
+    bell.set_nonblocking(true)?;
+    ringer.set_nonblocking(true)?;
+    let pending = Arc::new(AtomicBool::new(false));
+    let wanted = Arc::new(AtomicBool::new(false));
+    let (p, w) = (pending.clone(), wanted.clone());
+    space.set_observer(Some(Arc::new(move |event| {
+        if !w.load(Ordering::Relaxed) {
+            return;
+        }
+        let (topic, tuple) = match event {
+            agora_tuplespace::SpaceEvent::Out(t) => ("$space.out", t),
+            agora_tuplespace::SpaceEvent::Take(t) => ("$space.take", t),
+            agora_tuplespace::SpaceEvent::Expire(t) => ("$space.expire", t),
+        };
+        if tx.try_send((topic, tuple.to_cbor())).is_err() {
+            tracing::warn!("space event dropped: the dispatcher is behind");
+            return;
+        }
+        if !p.swap(true, Ordering::SeqCst) {
+            let _ = (&ringer).write(&[1]);
+        }
+    })));
+    Ok(dispatcher::SpaceEvents {
+        rx,
+        bell,
+        pending,
+        wanted,
+    })
 }
 
 /// Derive a sibling endpoint from the request endpoint: same transport and host, the port

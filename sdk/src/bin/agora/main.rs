@@ -16,6 +16,10 @@ pub struct Cli {
     /// The broker's request endpoint.
     #[arg(long, global = true, env = "AGORA_BROKER", default_value = agora::DEFAULT_BROKER)]
     pub broker: String,
+    /// How long to wait for the broker to answer when connecting.
+    #[arg(long, global = true, env = "AGORA_CONNECT_TIMEOUT", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    pub connect_timeout: std::time::Duration,
     /// More logging on stderr (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -50,8 +54,12 @@ pub enum Format {
     Json,
 }
 
+/// The `--connect-timeout` in force, for [`connect`].
+static CONNECT_TIMEOUT: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = CONNECT_TIMEOUT.set(cli.connect_timeout);
     let level = match cli.verbose {
         0 => "warn",
         1 => "debug",
@@ -112,7 +120,14 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// Connect to the broker with a message that names the endpoint.
 pub async fn connect(endpoint: &str) -> anyhow::Result<agora::Client> {
     use anyhow::Context;
-    agora::Client::connect(endpoint)
+    let options = agora::ClientOptions {
+        connect_timeout: CONNECT_TIMEOUT
+            .get()
+            .copied()
+            .unwrap_or(std::time::Duration::from_secs(5)),
+        ..agora::ClientOptions::default()
+    };
+    agora::Client::connect_with(endpoint, options)
         .await
         .with_context(|| format!("cannot connect to the broker at {endpoint}"))
 }
