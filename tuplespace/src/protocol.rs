@@ -1,5 +1,5 @@
 //! The tuple space's wire protocol: every frame the space server and its clients exchange is
-//! built and parsed here, by both sides. docs/PROTOCOL-SPACE.md describes the same bytes for
+//! built and parsed here, by both sides. docs/PROTOCOL.md ("Tuple space") describes the same bytes for
 //! people.
 //!
 //! Client `DEALER` (or `REQ`) → server `ROUTER`. A request is a multipart message: a 12-byte

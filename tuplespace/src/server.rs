@@ -1,5 +1,5 @@
 //! [`SpaceServer`]: serves a [`Space`] over ZeroMQ (a `ROUTER` socket; the wire format is in
-//! [`crate::protocol`] and docs/PROTOCOL-SPACE.md).
+//! [`crate::protocol`] and docs/PROTOCOL.md ("Tuple space")).
 //!
 //! One thread owns the socket and loops on `zmq::poll`. A blocked take or read is a waiter
 //! registered in the store (no thread or task per waiter); its sink pushes the delivery into
