@@ -54,6 +54,8 @@ pub(crate) struct ClientInner {
     /// Identifies this client's confirmed publishes to the broker (random per client).
     producer_id: u64,
     producer_seq: AtomicU64,
+    /// The tuple space handle, made on the first [`Client::space`] call and shared after.
+    space: std::sync::OnceLock<crate::space::Space>,
 }
 
 /// A connection to an Agora broker. Cloning is cheap: clones share one I/O thread and its
@@ -119,6 +121,7 @@ impl Client {
                 next_subscription: AtomicU64::new(1),
                 producer_id: random_u64(),
                 producer_seq: AtomicU64::new(0),
+                space: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -131,6 +134,38 @@ impl Client {
     /// What the broker said about itself at connect time (endpoints, limits).
     pub fn broker_info(&self) -> &Hello {
         &self.inner.hello
+    }
+
+    /// The broker's tuple space (see [`Space`](crate::Space)). The first call starts the
+    /// space's I/O thread; later calls (and clones of this client) share it.
+    ///
+    /// [`Error::NoSpace`] if the broker serves no space.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> agora::Result<()> {
+    /// let client = agora::Client::connect("tcp://127.0.0.1:7400").await?;
+    /// let space = client.space()?;
+    /// space.out(agora::tuple!("job", 42)).await?;
+    /// let job = space.take(&agora::template!("job", ?int)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn space(&self) -> Result<crate::space::Space> {
+        if let Some(space) = self.inner.space.get() {
+            return Ok(space.clone());
+        }
+        let advertised = self
+            .inner
+            .hello
+            .space
+            .as_deref()
+            .ok_or_else(|| Error::NoSpace {
+                endpoint: self.inner.endpoint.clone(),
+            })?;
+        let endpoint = crate::space::resolve_endpoint(advertised, &self.inner.endpoint);
+        let space =
+            crate::space::Space::connect_with(&endpoint, self.inner.options.request_timeout)?;
+        // Two racing first calls: one handle wins, the other is dropped (its thread ends).
+        Ok(self.inner.space.get_or_init(|| space).clone())
     }
 
     /// Publish `event` (any `Serialize` type, encoded as CBOR) on `topic`.

@@ -1,6 +1,7 @@
 //! The SDK's error type: one enum callers can match on.
 
 use agora_bus::protocol::ErrorCode;
+pub use agora_tuplespace::protocol::ErrorCode as SpaceErrorCode;
 
 /// Everything an SDK call or a subscription item can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,29 @@ pub enum Error {
     /// A reply or event broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(agora_bus::protocol::ProtocolError),
+    /// The tuple space refused a request (its error reply), or its reply broke the protocol
+    /// (`code` [`SpaceErrorCode::Malformed`]).
+    #[error("tuple space error ({code:?}): {message}")]
+    Space {
+        /// The error code (docs/PROTOCOL-SPACE.md lists them).
+        code: SpaceErrorCode,
+        /// What went wrong, for people.
+        message: String,
+    },
+    /// The broker does not serve a tuple space (its HELLO advertised none).
+    #[error("the broker at {endpoint} serves no tuple space")]
+    NoSpace {
+        /// The broker's request endpoint.
+        endpoint: String,
+    },
+    /// A tuple did not decode as the requested type. A taken tuple was put back in the space.
+    #[error("tuple {tuple} does not decode as the requested type: {message}")]
+    TupleType {
+        /// The tuple as it came.
+        tuple: agora_tuplespace::Tuple,
+        /// What the decoder said.
+        message: String,
+    },
     /// The client's I/O thread is gone (the client was closed or failed).
     #[error("client is closed")]
     Closed,

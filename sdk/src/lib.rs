@@ -9,6 +9,11 @@
 //!   [`Client::publish`], [`Client::subscribe`], [`Client::stats`].
 //! * [`Subscription`] / [`RawSubscription`] (subscription.rs): streams of [`Event`]s with gap
 //!   detection.
+//! * [`Space`] (space.rs): the tuple space client from [`Client::space`]: `out`, `take`,
+//!   `read`, their non-blocking and timed forms, bulk ops and typed variants; with the model
+//!   re-exported ([`tuple!`], [`template!`], [`Tuple`], [`Template`], ...).
+//! * space_io.rs: the thread that owns the space client's socket (reservations, cancels,
+//!   heartbeats).
 //! * io.rs: the one thread that owns the client's ZeroMQ sockets; handles talk to it over a
 //!   channel.
 //! * [`Error`] (error.rs): one enum for every failure, to match on.
@@ -38,13 +43,21 @@
 mod client;
 mod error;
 mod io;
+mod space;
+mod space_io;
 mod subscription;
 
 pub use agora_bus::protocol::{ContentType, Stats, TopicStats};
 pub use agora_bus::topic::{Filter, Topic};
 pub use client::{Client, ClientOptions};
-pub use error::{Error, Result};
+pub use error::{Error, Result, SpaceErrorCode};
+pub use space::Space;
 pub use subscription::{Event, RawEvent, RawSubscription, Subscription};
+// The tuple space model, so apps need no direct dependency on agora-tuplespace.
+pub use agora_tuplespace::{
+    from_tuple, parse_template, parse_tuple, template, to_tuple, tuple, Field, Kind, ParseError,
+    Template, Tuple, Value,
+};
 
 /// The broker endpoint used when none is given (`AGORA_BROKER` overrides it in the CLI).
 pub const DEFAULT_BROKER: &str = agora_bus::broker::DEFAULT_ENDPOINT;

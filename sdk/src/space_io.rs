@@ -1,0 +1,532 @@
+//! The tuple space client's I/O thread: the one owner of its `DEALER` socket to the space.
+//!
+//! [`Space`](crate::Space) handles send [`Cmd`]s over an unbounded channel and ring a doorbell
+//! (a Unix socket pair polled next to the `DEALER`) only when the thread is parked. The
+//! channel is unbounded on purpose: `CANCEL`, `CONFIRM` and `RELEASE` are sent from `Drop`
+//! (which cannot wait) and must never be lost or overtake the request they refer to; every
+//! operation waits for its reply, so the queue is bounded by the caller's own concurrency.
+//!
+//! The thread writes requests, matches replies to callers by request id, turns a take's
+//! reservation into a [`Reservation`] guard (confirmed by the caller once it has the tuple,
+//! released if it never gets it), releases reservations that arrive for callers that are gone,
+//! sends `PING` every second while blocked requests are pending (the server drops silent
+//! clients' waiters after 5 s), and re-sends blocked requests after a reconnection (a
+//! restarted broker has forgotten them).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use agora_tuplespace::protocol::{u64_frame, ErrorCode, Header, Op, FLAG_NO_REPLY, FOREVER};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+
+/// Commands taken from the channel per loop turn, at most.
+const COMMAND_BATCH: usize = 1024;
+/// Replies read per loop turn, at most.
+const REPLY_BATCH: usize = 1024;
+/// Heartbeat period while blocked requests are pending (the server's silence limit is 5 s).
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Monitor events: see libzmq's `ZMQ_EVENT_*`.
+const EVENT_CONNECTED: u16 = 0x0001;
+const EVENT_DISCONNECTED: u16 = 0x0200;
+
+/// Counter for unique inproc monitor endpoints within the process.
+static MONITOR_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// What a [`Space`](crate::Space) handle asks the I/O thread to do.
+pub(crate) enum Cmd {
+    /// Send a request (`body` = the frames after the header) and hand its reply to `reply`.
+    Request {
+        id: u64,
+        op: Op,
+        body: Vec<Vec<u8>>,
+        reply: oneshot::Sender<RawReply>,
+        /// A TAKE/READ that may wait at the server: heartbeats, CANCEL on drop, re-sent after
+        /// a reconnection.
+        blocking: bool,
+        /// For a blocking request with a timeout: when it ends (to re-send the rest).
+        deadline: Option<Instant>,
+    },
+    /// The caller of request `id` is gone: forget it; withdraw it at the server if it blocks.
+    Cancel { id: u64 },
+    /// Confirm a reservation (fire-and-forget).
+    Confirm(u64),
+    /// Release a reservation (fire-and-forget).
+    Release(u64),
+}
+
+/// A reply as the thread hands it to the caller: the frames after the header, or the
+/// server's error. A take's reply carries its reservation.
+pub(crate) struct RawReply {
+    pub(crate) result: std::result::Result<Vec<zmq::Message>, (ErrorCode, String)>,
+    pub(crate) reservation: Option<Reservation>,
+}
+
+/// State shared by every handle of one space client: the channel to the thread, the doorbell
+/// and the request id counter. Dropping the last one (handles and guards) stops the thread.
+pub(crate) struct Ctl {
+    tx: mpsc::UnboundedSender<Cmd>,
+    parked: Arc<AtomicBool>,
+    doorbell: UnixStream,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Ctl {
+    /// A fresh request id.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queue a command and wake the thread if it is parked.
+    pub(crate) fn send(&self, cmd: Cmd) -> Result<()> {
+        self.tx.send(cmd).map_err(|_| Error::Closed)?;
+        if self.parked.swap(false, Ordering::SeqCst) {
+            // WouldBlock means the doorbell already has bytes in it: the thread will wake.
+            let _ = (&self.doorbell).write(&[1]);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Ctl {
+    fn drop(&mut self) {
+        // The channel closes with this; wake the thread so it notices and exits.
+        let _ = (&self.doorbell).write(&[0]);
+    }
+}
+
+/// A tuple handed to this client and held for it at the server. [`Reservation::confirm`]
+/// makes the take final; dropping the guard unconfirmed releases the tuple back to the space.
+pub(crate) struct Reservation {
+    id: u64,
+    ctl: Arc<Ctl>,
+    done: bool,
+}
+
+impl Reservation {
+    /// Confirm (the tuple is gone from the space for good).
+    pub(crate) fn confirm(mut self) {
+        self.done = true;
+        let _ = self.ctl.send(Cmd::Confirm(self.id));
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.ctl.send(Cmd::Release(self.id));
+        }
+    }
+}
+
+/// Start the I/O thread with a `DEALER` connected to the space at `endpoint`.
+pub(crate) fn spawn(endpoint: &str) -> Result<Arc<Ctl>> {
+    let ctx = zmq::Context::new();
+    let dealer = ctx.socket(zmq::DEALER)?;
+    // Give CONFIRM/RELEASE/CANCEL queued at shutdown a moment to leave.
+    dealer.set_linger(1000)?;
+    dealer.set_sndhwm(100_000)?;
+    dealer.set_rcvhwm(100_000)?;
+    let mon_ep = format!(
+        "inproc://agora-space-monitor-{}-{}",
+        std::process::id(),
+        MONITOR_SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    dealer.monitor(
+        &mon_ep,
+        i32::from(EVENT_CONNECTED) | i32::from(EVENT_DISCONNECTED),
+    )?;
+    let monitor = ctx.socket(zmq::PAIR)?;
+    monitor.set_linger(0)?;
+    monitor.connect(&mon_ep)?;
+    dealer.connect(endpoint)?;
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (doorbell, doorbell_rx) = UnixStream::pair()?;
+    doorbell.set_nonblocking(true)?;
+    doorbell_rx.set_nonblocking(true)?;
+    let parked = Arc::new(AtomicBool::new(false));
+    let next_id = Arc::new(AtomicU64::new(1));
+    let ctl = Arc::new(Ctl {
+        tx,
+        parked: parked.clone(),
+        doorbell,
+        next_id: next_id.clone(),
+    });
+    let mut io = IoThread {
+        dealer,
+        monitor,
+        rx,
+        ctl: Arc::downgrade(&ctl),
+        parked,
+        doorbell: doorbell_rx,
+        next_id,
+        waiting: HashMap::new(),
+        blocked: 0,
+        outq: VecDeque::new(),
+        last_sent: Instant::now(),
+        was_disconnected: false,
+        closing: false,
+    };
+    std::thread::Builder::new()
+        .name("agora-space-io".into())
+        .spawn(move || {
+            io.run();
+            drop(ctx);
+        })?;
+    Ok(ctl)
+}
+
+/// A caller waiting for its reply.
+struct Waiter {
+    op: Op,
+    tx: oneshot::Sender<RawReply>,
+    /// For blocking requests: the body, to re-send after a reconnection.
+    resend: Option<(Vec<Vec<u8>>, Option<Instant>)>,
+}
+
+struct IoThread {
+    dealer: zmq::Socket,
+    monitor: zmq::Socket,
+    rx: mpsc::UnboundedReceiver<Cmd>,
+    ctl: Weak<Ctl>,
+    parked: Arc<AtomicBool>,
+    doorbell: UnixStream,
+    next_id: Arc<AtomicU64>,
+    waiting: HashMap<u64, Waiter>,
+    /// How many of `waiting` are blocking requests (heartbeats run while > 0).
+    blocked: usize,
+    /// Whole messages (header first) the `DEALER` did not take yet.
+    outq: VecDeque<Vec<Vec<u8>>>,
+    last_sent: Instant,
+    /// A disconnection was seen: the next connection re-sends blocked requests.
+    was_disconnected: bool,
+    closing: bool,
+}
+
+impl IoThread {
+    fn run(&mut self) {
+        loop {
+            let mut progressed = false;
+            if !self.closing {
+                progressed |= self.take_commands();
+            }
+            progressed |= self.flush_out();
+            progressed |= self.read_replies();
+            progressed |= self.read_monitor();
+            self.heartbeat();
+            if self.closing {
+                // Every handle is gone, so nobody waits for a reply: leave what is queued to
+                // the socket's linger and stop.
+                self.flush_out();
+                return;
+            }
+            if progressed {
+                continue;
+            }
+            // Park: announce it, look once more, then sleep in poll.
+            self.parked.store(true, Ordering::SeqCst);
+            if !self.rx.is_empty() {
+                self.parked.store(false, Ordering::SeqCst);
+                continue;
+            }
+            let dealer_events = if self.outq.is_empty() {
+                zmq::POLLIN
+            } else {
+                zmq::POLLIN | zmq::POLLOUT
+            };
+            let timeout_ms = if self.blocked > 0 {
+                HEARTBEAT
+                    .saturating_sub(self.last_sent.elapsed())
+                    .as_millis()
+                    .max(1) as i64
+            } else {
+                -1
+            };
+            let mut items = [
+                self.dealer.as_poll_item(dealer_events),
+                self.monitor.as_poll_item(zmq::POLLIN),
+                zmq::PollItem::from_fd(self.doorbell.as_raw_fd(), zmq::POLLIN),
+            ];
+            let _ = zmq::poll(&mut items, timeout_ms);
+            self.parked.store(false, Ordering::SeqCst);
+            let mut buf = [0u8; 64];
+            while matches!((&self.doorbell).read(&mut buf), Ok(n) if n > 0) {}
+        }
+    }
+
+    fn internal_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queue a whole message.
+    fn enqueue(&mut self, op: Op, flags: u8, id: u64, body: Vec<Vec<u8>>) {
+        let mut frames = Vec::with_capacity(body.len() + 1);
+        frames.push(Header::new(op, flags, id).encode().to_vec());
+        frames.extend(body);
+        self.outq.push_back(frames);
+    }
+
+    /// Queue a fire-and-forget request with a u64 argument (CONFIRM, RELEASE, CANCEL).
+    fn enqueue_u64(&mut self, op: Op, arg: u64) {
+        let id = self.internal_id();
+        self.enqueue(op, FLAG_NO_REPLY, id, vec![arg.to_le_bytes().to_vec()]);
+    }
+
+    fn take_commands(&mut self) -> bool {
+        let mut progressed = false;
+        for _ in 0..COMMAND_BATCH {
+            let cmd = match self.rx.try_recv() {
+                Ok(c) => c,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.closing = true;
+                    break;
+                }
+            };
+            progressed = true;
+            match cmd {
+                Cmd::Request {
+                    id,
+                    op,
+                    body,
+                    reply,
+                    blocking,
+                    deadline,
+                } => {
+                    let resend = if blocking {
+                        self.blocked += 1;
+                        Some((body.clone(), deadline))
+                    } else {
+                        None
+                    };
+                    self.waiting.insert(
+                        id,
+                        Waiter {
+                            op,
+                            tx: reply,
+                            resend,
+                        },
+                    );
+                    self.enqueue(op, 0, id, body);
+                }
+                Cmd::Cancel { id } => {
+                    if let Some(w) = self.waiting.remove(&id) {
+                        if w.resend.is_some() {
+                            self.blocked -= 1;
+                            // Withdraw the waiter so it cannot swallow a later tuple. If it
+                            // was served already, its reply finds no caller and is released.
+                            self.enqueue_u64(Op::Cancel, id);
+                        }
+                    }
+                }
+                Cmd::Confirm(r) => self.enqueue_u64(Op::Confirm, r),
+                Cmd::Release(r) => self.enqueue_u64(Op::Release, r),
+            }
+        }
+        progressed
+    }
+
+    /// Hand queued messages to the `DEALER` until it pushes back.
+    fn flush_out(&mut self) -> bool {
+        let mut progressed = false;
+        while let Some(frames) = self.outq.front() {
+            let n = frames.len();
+            // The first frame goes from a borrowed slice so a refused send can be retried.
+            let more = if n > 1 { zmq::SNDMORE } else { 0 };
+            match self.dealer.send(&frames[0][..], more | zmq::DONTWAIT) {
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) => break,
+                Err(e) => {
+                    tracing::error!("space client: send failed: {e}");
+                    self.outq.pop_front();
+                    continue;
+                }
+            }
+            let Some(frames) = self.outq.pop_front() else {
+                break;
+            };
+            // After the first frame the rest of the message is always accepted.
+            for (i, f) in frames.into_iter().enumerate().skip(1) {
+                let flags = if i + 1 < n { zmq::SNDMORE } else { 0 };
+                if let Err(e) = self.dealer.send(f, flags) {
+                    tracing::error!("space client: send failed mid-message: {e}");
+                }
+            }
+            self.last_sent = Instant::now();
+            progressed = true;
+        }
+        progressed
+    }
+
+    fn read_replies(&mut self) -> bool {
+        let mut progressed = false;
+        for _ in 0..REPLY_BATCH {
+            let mut frames = Vec::with_capacity(3);
+            loop {
+                let mut m = zmq::Message::new();
+                if self.dealer.recv(&mut m, zmq::DONTWAIT).is_err() {
+                    break;
+                }
+                let more = m.get_more();
+                frames.push(m);
+                if !more {
+                    break;
+                }
+            }
+            if frames.is_empty() {
+                break;
+            }
+            progressed = true;
+            self.reply(frames);
+        }
+        progressed
+    }
+
+    fn reply(&mut self, mut frames: Vec<zmq::Message>) {
+        let header = match Header::decode(&frames[0]) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("space client: unreadable reply ignored: {e}");
+                return;
+            }
+        };
+        frames.remove(0);
+        let waiter = self.waiting.remove(&header.request_id);
+        if let Some(w) = &waiter {
+            if w.resend.is_some() {
+                self.blocked -= 1;
+            }
+        }
+        let op = waiter.as_ref().map(|w| w.op);
+        let result = match Op::from_u8(header.op) {
+            Some(Op::Ok) => Ok(frames),
+            Some(Op::Error) => {
+                let code = frames
+                    .first()
+                    .filter(|f| f.len() == 2)
+                    .map_or(ErrorCode::Malformed, |f| {
+                        ErrorCode::from_u16(u16::from_le_bytes([f[0], f[1]]))
+                    });
+                let message = frames
+                    .get(1)
+                    .map(|m| String::from_utf8_lossy(m).into_owned())
+                    .unwrap_or_default();
+                Err((code, message))
+            }
+            _ => {
+                tracing::warn!("space client: reply op 0x{:02x} ignored", header.op);
+                return;
+            }
+        };
+        // A take's reply names its reservation: TAKE `[tuple, id]`, TAKE_ALL `[id, tuples..]`
+        // (0 = none). A reply without a caller can only be a take if it has that shape.
+        let reservation = match (&result, op) {
+            (Ok(f), Some(Op::Take)) | (Ok(f), None) if f.len() == 2 => {
+                u64_frame(&f[1], "reservation").ok()
+            }
+            (Ok(f), Some(Op::TakeAll)) => f
+                .first()
+                .and_then(|r| u64_frame(r, "reservation").ok())
+                .filter(|r| *r != 0),
+            _ => None,
+        };
+        let Some(w) = waiter else {
+            match (&result, reservation) {
+                // The caller went away (dropped, timed out, cancelled): put the tuple back.
+                (_, Some(r)) => self.enqueue_u64(Op::Release, r),
+                (Err((code, message)), None) => {
+                    tracing::warn!(
+                        "space client: request {} failed: {code:?}: {message}",
+                        header.request_id
+                    )
+                }
+                _ => {}
+            }
+            return;
+        };
+        let guard = match (reservation, self.ctl.upgrade()) {
+            (Some(id), Some(ctl)) => Some(Reservation {
+                id,
+                ctl,
+                done: false,
+            }),
+            (Some(id), None) => {
+                self.enqueue_u64(Op::Release, id);
+                None
+            }
+            (None, _) => None,
+        };
+        // If the caller is gone by now, the reply (and its guard) is dropped: released.
+        let _ = w.tx.send(RawReply {
+            result,
+            reservation: guard,
+        });
+    }
+
+    /// Keep the server from dropping this client's blocked requests as those of a dead one.
+    fn heartbeat(&mut self) {
+        if self.blocked > 0 && self.last_sent.elapsed() >= HEARTBEAT {
+            let id = self.internal_id();
+            self.enqueue(Op::Ping, FLAG_NO_REPLY, id, Vec::new());
+            self.flush_out();
+            // Even if the socket pushed back, do not spin on this.
+            self.last_sent = Instant::now();
+        }
+    }
+
+    /// Watch the connection: after a reconnection, re-send the blocked requests (a restarted
+    /// server has no memory of them; if it is the same server, the old waiter is dropped as
+    /// silent and anything it reserved goes back when its lease ends).
+    fn read_monitor(&mut self) -> bool {
+        let mut progressed = false;
+        while let Ok(parts) = self.monitor.recv_multipart(zmq::DONTWAIT) {
+            progressed = true;
+            let Some(ev) = parts.first().filter(|f| f.len() >= 2) else {
+                continue;
+            };
+            match u16::from_le_bytes([ev[0], ev[1]]) {
+                EVENT_DISCONNECTED => self.was_disconnected = true,
+                EVENT_CONNECTED if self.was_disconnected => {
+                    self.was_disconnected = false;
+                    self.resend_blocked();
+                }
+                _ => {}
+            }
+        }
+        progressed
+    }
+
+    fn resend_blocked(&mut self) {
+        let now = Instant::now();
+        let mut again = Vec::new();
+        for (id, w) in &self.waiting {
+            if let Some((body, deadline)) = &w.resend {
+                let mut body = body.clone();
+                if let Some(d) = deadline {
+                    let left = d.saturating_duration_since(now).as_millis().max(1);
+                    let ms = u64::try_from(left).unwrap_or(FOREVER - 1).min(FOREVER - 1);
+                    if let Some(f) = body.get_mut(1) {
+                        *f = ms.to_le_bytes().to_vec();
+                    }
+                }
+                again.push((*id, w.op, body));
+            }
+        }
+        if !again.is_empty() {
+            tracing::info!(
+                "space client: reconnected, re-sending {} blocked request(s)",
+                again.len()
+            );
+        }
+        for (id, op, body) in again {
+            self.enqueue(op, 0, id, body);
+        }
+    }
+}
