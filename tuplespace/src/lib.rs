@@ -1,6 +1,37 @@
 //! # agora-tuplespace
 //!
-//! A Linda-style tuple space. (Crate docs: layout written when the modules land.)
+//! A Linda-style tuple space: tuples of CBOR values, templates that match them, an indexed
+//! multiset with blocking takers and readers, leases, persistence, and a ZeroMQ service.
+//! Usable in-process ([`Space::new`]) with no broker; the Agora broker serves it over the
+//! network ([`SpaceServer`]) and the `agora` SDK is its client.
+//!
+//! # Layout
+//!
+//! * The model: [`value`] ([`Value`], [`Tuple`]), [`template`] ([`Template`], [`Field`],
+//!   [`Kind`]: actual values, `?int` formals, `_`, ranges, regex, nesting), [`parse`] (the text
+//!   syntax `("job", ?int, _)` with caret errors), [`macros`] (`tuple!`, `template!`),
+//!   [`convert`] (CBOR, serde and JSON bridges). docs/TEMPLATES.md has the grammar.
+//! * The store: [`store`] (the index by arity and first field, waiters, reservations, leases,
+//!   events), [`space`] (the async in-process API), [`persist`] (write-ahead log + snapshot).
+//! * The service: [`protocol`] (every frame, built and parsed in one place), [`server`] (one
+//!   thread owning a ROUTER; blocked takes are registered waiters), [`error`].
+//!
+//! docs/SPACE.md states the semantics: a multiset, oldest match first, blocked takers served
+//! first come first served, one tuple to exactly one taker, every blocked reader gets a copy.
+//!
+//! # Example
+//!
+//! ```
+//! use agora_tuplespace::{parse_template, tuple, Space};
+//!
+//! let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+//! rt.block_on(async {
+//!     let space = Space::new();
+//!     space.out(tuple!("job", 42)).unwrap();
+//!     let job = space.take(&parse_template(r#"("job", ?int)"#).unwrap()).await;
+//!     assert_eq!(job, tuple!("job", 42));
+//! });
+//! ```
 
 pub mod convert;
 pub mod error;
