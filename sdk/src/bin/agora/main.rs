@@ -4,6 +4,7 @@
 
 mod bus;
 mod json;
+mod space;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,8 @@ pub enum Command {
     Sub(bus::SubArgs),
     /// Show the broker's statistics.
     Stats(bus::StatsArgs),
+    /// Use the tuple space: out, in, rd, inp, rdp, count, dump.
+    Space(space::SpaceArgs),
 }
 
 /// What a command concluded, beyond success.
@@ -106,6 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Pub(args) => bus::publish(&cli.broker, args).await,
         Command::Sub(args) => bus::subscribe(&cli.broker, args).await,
         Command::Stats(args) => bus::stats(&cli.broker, args).await,
+        Command::Space(args) => space::run(&cli.broker, args).await,
     }
 }
 

@@ -1,0 +1,167 @@
+//! `agora space ...`: the tuple space from the terminal.
+//!
+//! Tuples and templates are written in the text syntax (docs/TEMPLATES.md):
+//! `agora space out '("job", 42, 3.5, "x", true, null, [1, 2])'`,
+//! `agora space in '("job", ?int)' --timeout 5s`. Results print one tuple per line, in the
+//! same syntax (`--format text`) or as JSON Lines (`--format json`). A literal that does not
+//! parse is shown with a caret under the column, exit 2; `in`/`rd` that time out and
+//! `inp`/`rdp` that find nothing exit 1.
+
+use std::io::Write;
+use std::time::Duration;
+
+use agora::{Template, Tuple};
+use anyhow::{anyhow, Context};
+
+use crate::{connect, Format, Outcome};
+
+#[derive(clap::Args, Debug)]
+pub struct SpaceArgs {
+    /// Output: the tuple syntax, or JSON Lines (one JSON array per tuple).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub format: Format,
+    #[command(subcommand)]
+    pub command: SpaceCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SpaceCommand {
+    /// Write a tuple: `agora space out '("job", 42)' [--lease 10s]`.
+    Out {
+        /// The tuple, e.g. `("job", 42, 3.5, "x", true, null, [1, 2], h'00ff')`.
+        tuple: String,
+        /// Expire the tuple after this long (e.g. `10s`, `500ms`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        lease: Option<Duration>,
+    },
+    /// Take a matching tuple, waiting for one (Linda `in`): `agora space in '("job", ?int)'`.
+    In(WaitArgs),
+    /// Read (copy) a matching tuple, waiting for one (Linda `rd`).
+    Rd(WaitArgs),
+    /// Take a matching tuple if there is one now (Linda `inp`); exit 1 if none.
+    Inp(TemplateArg),
+    /// Read a matching tuple if there is one now (Linda `rdp`); exit 1 if none.
+    Rdp(TemplateArg),
+    /// Print how many tuples match.
+    Count(TemplateArg),
+    /// Print every tuple (or every one matching a template), oldest first.
+    Dump {
+        /// Only tuples matching this template, e.g. `("job", _)`.
+        template: Option<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WaitArgs {
+    /// The template, e.g. `("job", ?int, _)`.
+    pub template: String,
+    /// Give up after this long (e.g. `5s`) and exit 1. Default: wait forever.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TemplateArg {
+    /// The template, e.g. `("job", ?int, _)`.
+    pub template: String,
+}
+
+/// Run an `agora space` command.
+pub async fn run(broker: &str, args: SpaceArgs) -> anyhow::Result<Outcome> {
+    let format = args.format;
+    // Everything is parsed before connecting: a typo is reported as such, with a caret.
+    match args.command {
+        SpaceCommand::Out { tuple, lease } => {
+            let tuple = parse_tuple(&tuple)?;
+            let space = open(broker).await?;
+            match lease {
+                Some(lease) => space.out_with_lease(tuple, lease).await?,
+                None => space.out(tuple).await?,
+            }
+            Ok(Outcome::Done)
+        }
+        SpaceCommand::In(w) => {
+            let template = parse_template(&w.template)?;
+            let space = open(broker).await?;
+            let got = match w.timeout {
+                Some(t) => space.take_timeout(&template, t).await?,
+                None => Some(space.take(&template).await?),
+            };
+            print_found(got, format)
+        }
+        SpaceCommand::Rd(w) => {
+            let template = parse_template(&w.template)?;
+            let space = open(broker).await?;
+            let got = match w.timeout {
+                Some(t) => space.read_timeout(&template, t).await?,
+                None => Some(space.read(&template).await?),
+            };
+            print_found(got, format)
+        }
+        SpaceCommand::Inp(t) => {
+            let template = parse_template(&t.template)?;
+            let space = open(broker).await?;
+            print_found(space.try_take(&template).await?, format)
+        }
+        SpaceCommand::Rdp(t) => {
+            let template = parse_template(&t.template)?;
+            let space = open(broker).await?;
+            print_found(space.try_read(&template).await?, format)
+        }
+        SpaceCommand::Count(t) => {
+            let template = parse_template(&t.template)?;
+            let space = open(broker).await?;
+            let n = space.count(&template).await?;
+            let mut out = std::io::stdout().lock();
+            // A bare number is valid JSON too.
+            writeln!(out, "{n}")?;
+            out.flush()?;
+            Ok(Outcome::Done)
+        }
+        SpaceCommand::Dump { template } => {
+            let template = template.as_deref().map(parse_template).transpose()?;
+            let space = open(broker).await?;
+            let tuples = space.dump(template.as_ref()).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for t in &tuples {
+                writeln!(out, "{}", render(t, format))?;
+            }
+            out.flush()?;
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+async fn open(broker: &str) -> anyhow::Result<agora::Space> {
+    let client = connect(broker).await?;
+    client
+        .space()
+        .with_context(|| format!("cannot use the tuple space of the broker at {broker}"))
+}
+
+/// The error message starts on a new line so the caret lines up under the input.
+fn parse_tuple(input: &str) -> anyhow::Result<Tuple> {
+    agora::parse_tuple(input).map_err(|e| anyhow!("the tuple does not parse:\n{}", e.render(input)))
+}
+
+fn parse_template(input: &str) -> anyhow::Result<Template> {
+    agora::parse_template(input)
+        .map_err(|e| anyhow!("the template does not parse:\n{}", e.render(input)))
+}
+
+fn render(t: &Tuple, format: Format) -> String {
+    match format {
+        Format::Text => t.to_string(),
+        Format::Json => t.to_json().to_string(),
+    }
+}
+
+fn print_found(found: Option<Tuple>, format: Format) -> anyhow::Result<Outcome> {
+    let Some(t) = found else {
+        return Ok(Outcome::NothingMatched);
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", render(&t, format))?;
+    out.flush()?;
+    Ok(Outcome::Done)
+}
