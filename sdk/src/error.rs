@@ -78,7 +78,7 @@ pub enum Error {
     /// (`code` [`SpaceErrorCode::Malformed`]).
     #[error("tuple space error ({code:?}): {message}")]
     Space {
-        /// The error code (docs/PROTOCOL-SPACE.md lists them).
+        /// The error code (docs/PROTOCOL.md lists them).
         code: SpaceErrorCode,
         /// What went wrong, for people.
         message: String,

@@ -3,37 +3,8 @@
 //! [`Space::try_read`]), waits with timeouts, bulk ops, and typed variants that decode a tuple
 //! straight into a serde type.
 //!
-//! Get one from a connected [`Client`](crate::Client) with [`Client::space`](crate::Client::space)
-//! (the broker advertises its space in HELLO), or connect to a space endpoint directly with
-//! [`Space::connect`]. Clones are cheap and share one I/O thread (space_io.rs) that owns one
-//! `DEALER` socket; the wire format is docs/PROTOCOL-SPACE.md.
-//!
-//! # Nothing lost
-//! A take does not delete the tuple at the server: it reserves it for this client. The
-//! client confirms the moment the caller has the tuple (a fire-and-forget `CONFIRM`, so an
-//! `out` + `take` pair costs two round trips). If the caller is gone before that (its future
-//! was dropped or timed out, or a typed take could not decode the tuple), the client sends
-//! `RELEASE` and the tuple goes back in its original place. A dropped or timed-out blocked
-//! take or read sends `CANCEL`, so it cannot swallow a tuple written later; while blocked
-//! requests are pending the client sends a heartbeat every second (the server forgets
-//! silent clients' waiters after 5 s), and after a reconnection (a broker restart) it
-//! re-sends them.
-//!
-//! # Example
-//! ```no_run
-//! use agora::{template, tuple};
-//!
-//! # async fn demo() -> agora::Result<()> {
-//! let client = agora::Client::connect("tcp://127.0.0.1:7400").await?;
-//! let space = client.space()?;
-//! space.out(tuple!("job", 42, "resize")).await?;
-//! space.out(&("job", 43, "crop")).await?; // any serde sequence is a tuple
-//! let job = space.take(&template!("job", ?int, ?str)).await?;
-//! println!("took {job}");
-//! let (_, id, what): (String, i64, String) = space.take_as(&template!("job", _, _)).await?;
-//! println!("job {id}: {what}");
-//! # Ok(()) }
-//! ```
+//! The guarantees and an example are on [`Space`] (this module is private; its docs are
+//! there).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,21 +21,37 @@ use crate::space_io::{self, Cmd, Ctl, Reservation};
 /// Default limit on how long a non-blocking request waits for its reply.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A handle on a tuple space served by an Agora broker. Cloning is cheap: clones share one
-/// I/O thread and its socket. See the [module docs](self) for the guarantees.
+/// A handle on a tuple space served by an Agora broker.
 ///
+/// Get one from a connected [`Client`](crate::Client) with [`Client::space`](crate::Client::space)
+/// (the broker advertises its space in HELLO), or connect to a space endpoint directly with
+/// [`Space::connect`]. Cloning is cheap: clones share one I/O thread that owns one `DEALER`
+/// socket. The wire format is in docs/PROTOCOL.md (the tuple space section).
+///
+/// # Nothing lost
+/// A take does not delete the tuple at the server: it reserves it for this client. The
+/// client confirms the moment the caller has the tuple (a fire-and-forget `CONFIRM`, so an
+/// `out` + `take` pair costs two round trips). If the caller is gone before that (its future
+/// was dropped or timed out, or a typed take could not decode the tuple), the client sends
+/// `RELEASE` and the tuple goes back in its original place. A dropped or timed-out blocked
+/// take or read sends `CANCEL`, so it cannot swallow a tuple written later; while blocked
+/// requests are pending the client sends a heartbeat every second (the server forgets
+/// silent clients' waiters after 5 s), and after a reconnection (a broker restart) it
+/// re-sends them.
+///
+/// # Example
 /// ```no_run
 /// use agora::{template, tuple};
-/// use std::time::Duration;
 ///
 /// # async fn demo() -> agora::Result<()> {
-/// let space = agora::Client::connect("tcp://127.0.0.1:7400").await?.space()?;
-/// space.out_with_lease(tuple!("lock", "printer"), Duration::from_secs(30)).await?;
-/// match space.take_timeout(&template!("lock", ?str), Duration::from_secs(5)).await? {
-///     Some(t) => println!("got {t}"),
-///     None => println!("nobody released the lock within 5 s"),
-/// }
-/// println!("{} job(s) waiting", space.count(&template!("job", _)).await?);
+/// let client = agora::Client::connect("tcp://127.0.0.1:7400").await?;
+/// let space = client.space()?;
+/// space.out(tuple!("job", 42, "resize")).await?;
+/// space.out(&("job", 43, "crop")).await?; // any serde sequence is a tuple
+/// let job = space.take(&template!("job", ?int, ?str)).await?;
+/// println!("took {job}");
+/// let (_, id, what): (String, i64, String) = space.take_as(&template!("job", _, _)).await?;
+/// println!("job {id}: {what}");
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -507,9 +494,7 @@ pub(crate) fn resolve_endpoint(advertised: &str, broker: &str) -> String {
         Some((scheme, host, port))
     }
     match (split(advertised), split(broker)) {
-        (Some(("tcp", host, port)), Some(("tcp", broker_host, _)))
-            if matches!(host, "0.0.0.0" | "*" | "[::]" | "::") =>
-        {
+        (Some(("tcp", "0.0.0.0" | "*" | "[::]", port)), Some(("tcp", broker_host, _))) => {
             format!("tcp://{broker_host}:{port}")
         }
         _ => advertised.to_string(),
