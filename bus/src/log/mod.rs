@@ -370,7 +370,7 @@ impl EventLog {
             recovery.last_seq_by_topic.insert(topic.clone(), *seq);
             recovery.last_offset_by_topic.insert(topic.clone(), *offset);
         }
-        recovery.producers = state.producers.clone();
+        recovery.producers = state.producers.iter().map(|(k, v)| (*k, *v)).collect();
         let last_indexed_pos = active.index.last().map(|e| e.pos);
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),

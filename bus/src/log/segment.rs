@@ -11,7 +11,6 @@
 //! Sidecars are written to a `.tmp` file and renamed, and carry a trailing CRC; an invalid
 //! or mismatching sidecar is ignored (the segment is scanned instead).
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
@@ -78,8 +77,9 @@ impl SegMeta {
 /// Cumulative state recovered from the log: last seq and offset per topic, last producer seq.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct TopicState {
-    pub topics: HashMap<String, (u64, u64)>,
-    pub producers: HashMap<u64, u64>,
+    /// Updated on every append: FxHash, because SipHash showed in the append profile.
+    pub topics: rustc_hash::FxHashMap<String, (u64, u64)>,
+    pub producers: rustc_hash::FxHashMap<u64, u64>,
 }
 
 impl TopicState {
