@@ -186,8 +186,7 @@ fn one_line_regex_error(e: &regex::Error) -> String {
     let text = e.to_string();
     text.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .next_back()
+        .rfind(|l| !l.is_empty())
         .unwrap_or("invalid regex")
         .trim_start_matches("error: ")
         .to_string()
