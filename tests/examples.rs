@@ -52,3 +52,27 @@ async fn increment_server_replies_match_requests() {
         );
     }
 }
+
+#[path = "../examples/sync_over_async.rs"]
+mod sync_over_async;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_over_async_correlates_and_times_out() {
+    let broker = TestBroker::start();
+    let calls = 6;
+    let out = within(sync_over_async::run(&broker.endpoint(), calls)).await;
+    let squares: Vec<(i64, i64)> = (0..calls as i64).map(|x| (x, x * x)).collect();
+    assert_eq!(out.sync_results, squares);
+    assert_eq!(out.async_results, squares);
+    assert!(out.unserved_timed_out, "a call nobody serves times out");
+    assert!(out.slow_timed_out, "a call answered too late times out");
+    assert_eq!(
+        out.late_replies, 1,
+        "the late reply was dropped, not delivered"
+    );
+    assert_eq!(
+        out.after_late,
+        Some(144),
+        "the next call gets its own reply"
+    );
+}
