@@ -76,3 +76,36 @@ async fn sync_over_async_correlates_and_times_out() {
         "the next call gets its own reply"
     );
 }
+
+#[path = "../examples/client_server_vs_ring.rs"]
+mod client_server_vs_ring;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ring_and_client_server_do_every_hop_and_call_once() {
+    let broker = TestBroker::start();
+    let n = 40u64;
+    let rows = within(client_server_vs_ring::run(&broker.endpoint(), n, &[1, 3])).await;
+    assert_eq!(rows.len(), 2);
+    for (p, ring, cs) in rows {
+        assert_eq!(
+            ring.final_hops, n as i64,
+            "P={p}: the token made all its hops"
+        );
+        // Hop h is passed on by process h % P: the token visited everyone in turn.
+        let expected: Vec<u64> = (0..p as u64)
+            .map(|i| n / p as u64 + u64::from(i < n % p as u64))
+            .collect();
+        assert_eq!(ring.passes, expected, "P={p}");
+        assert_eq!(
+            cs.served, n as usize,
+            "P={p}: the server answered every call once"
+        );
+        assert_eq!(cs.calls.len(), n as usize, "P={p}");
+        for (c, x, y) in &cs.calls {
+            assert_eq!(*y, x + 1, "P={p}: client {c}'s reply matches its request");
+        }
+    }
+    // Nothing left behind: every token and every reply was taken.
+    let space = broker.broker().space().expect("space").clone();
+    assert_eq!(space.dump(None).len(), 0, "{:?}", space.dump(None));
+}
