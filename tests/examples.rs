@@ -109,3 +109,47 @@ async fn ring_and_client_server_do_every_hop_and_call_once() {
     let space = broker.broker().space().expect("space").clone();
     assert_eq!(space.dump(None).len(), 0, "{:?}", space.dump(None));
 }
+
+#[path = "../examples/bag_of_tasks.rs"]
+mod bag_of_tasks;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bag_of_tasks_does_every_task_exactly_once() {
+    let broker = TestBroker::start();
+    let tasks = 24;
+    let rounds = within(bag_of_tasks::run(
+        &broker.endpoint(),
+        tasks,
+        Duration::ZERO,
+        &[1, 3],
+    ))
+    .await;
+    assert_eq!(rounds.len(), 2);
+    for r in rounds {
+        let w = r.workers;
+        let mut ids: Vec<i64> = r.results.iter().map(|(i, _, _)| *i).collect();
+        ids.sort_unstable();
+        assert_eq!(
+            ids,
+            (0..tasks as i64).collect::<Vec<_>>(),
+            "{w} worker(s): each task once"
+        );
+        for (i, y, worker) in &r.results {
+            assert_eq!(*y, (i + 1) * (i + 1), "{w} worker(s): task {i}'s result");
+            assert!(*worker < w, "{w} worker(s): result from worker {worker}");
+        }
+        assert_eq!(
+            r.done_by.iter().sum::<usize>(),
+            tasks,
+            "{w} worker(s): {:?}",
+            r.done_by
+        );
+        // Per worker, what it said it did matches the results carrying its id.
+        for (id, done) in r.done_by.iter().enumerate() {
+            let carried = r.results.iter().filter(|(_, _, x)| *x == id).count();
+            assert_eq!(carried, *done, "{w} worker(s): worker {id}");
+        }
+        assert_eq!(r.pills, w, "{w} worker(s): every worker swallowed one pill");
+        assert_eq!(r.leftovers, 0, "{w} worker(s): nothing left in the space");
+    }
+}
