@@ -504,3 +504,30 @@ async fn client_space_errors() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_come_and_go_while_servers_stop() {
+    // Regression: libzmq's socket monitor used to block the shared context's I/O thread when
+    // a closing client's monitor reader was already gone, stalling every later client.
+    for round in 0..10 {
+        let memory =
+            agora_tuplespace::SpaceServer::start(agora_tuplespace::ServerConfig::default())
+                .unwrap();
+        let b = TestBroker::start();
+        let endpoints = [
+            memory.endpoint().to_string(),
+            b.broker().space_endpoint().unwrap().to_string(),
+        ];
+        for ep in endpoints {
+            let mut spaces = Vec::new();
+            for i in 0..10 {
+                let s = Space::connect_with(&ep, Duration::from_secs(3)).unwrap();
+                s.count(&template!("x")).await.unwrap_or_else(|e| {
+                    panic!("round {round}, client {i} of {ep}: {e}");
+                });
+                spaces.push(s);
+            }
+        }
+        drop(memory);
+    }
+}

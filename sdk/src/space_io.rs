@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use agora_tuplespace::protocol::{u64_frame, ErrorCode, Header, Op, FLAG_NO_REPLY, FOREVER};
@@ -127,7 +127,9 @@ impl Drop for Reservation {
 
 /// Start the I/O thread with a `DEALER` connected to the space at `endpoint`.
 pub(crate) fn spawn(endpoint: &str) -> Result<Arc<Ctl>> {
-    let ctx = zmq::Context::new();
+    // One ZeroMQ context (one libzmq I/O thread) for every space client in the process.
+    static CONTEXT: OnceLock<zmq::Context> = OnceLock::new();
+    let ctx = CONTEXT.get_or_init(zmq::Context::new);
     let dealer = ctx.socket(zmq::DEALER)?;
     // Give CONFIRM/RELEASE/CANCEL queued at shutdown a moment to leave.
     dealer.set_linger(1000)?;
@@ -176,10 +178,7 @@ pub(crate) fn spawn(endpoint: &str) -> Result<Arc<Ctl>> {
     };
     std::thread::Builder::new()
         .name("agora-space-io".into())
-        .spawn(move || {
-            io.run();
-            drop(ctx);
-        })?;
+        .spawn(move || io.run())?;
     Ok(ctl)
 }
 
@@ -208,6 +207,23 @@ struct IoThread {
     /// A disconnection was seen: the next connection re-sends blocked requests.
     was_disconnected: bool,
     closing: bool,
+}
+
+impl Drop for IoThread {
+    fn drop(&mut self) {
+        // Stop the monitor before the sockets close. libzmq writes monitor events with a
+        // blocking send from its I/O thread: an event for a closing DEALER whose reading PAIR
+        // is already gone would block that thread, and with it every space client sharing
+        // the context.
+        // SAFETY: the DEALER is a live socket owned by this thread; a null address is
+        // libzmq's documented way to stop monitoring.
+        let rc = unsafe {
+            zmq_sys::zmq_socket_monitor(self.dealer.as_mut_ptr(), std::ptr::null(), 0)
+        };
+        if rc != 0 {
+            tracing::warn!("space client: cannot stop the socket monitor");
+        }
+    }
 }
 
 impl IoThread {
