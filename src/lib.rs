@@ -64,6 +64,7 @@ impl TestBroker {
         config.listen = old.endpoint().to_string();
         config.events = Some(old.events_endpoint().to_string());
         config.space = old.space_endpoint().map(str::to_string);
+        config.replay = Some(old.replay_endpoint().to_string());
         old.shutdown().expect("clean shutdown");
         tweak(&mut config);
         self.broker = Some(Broker::start(config).expect("broker restarts"));

@@ -266,8 +266,11 @@ async fn slow_subscriber_does_not_stall_others_and_loss_is_never_silent() {
         c.stats_interval = Duration::from_millis(100);
     });
     let ep = broker.endpoint();
+    // Gap healing off: this test is about the loss being reported (tests/replay.rs has the
+    // healed variant).
     let options = ClientOptions {
         subscription_buffer: 1,
+        heal_gaps: false,
         ..ClientOptions::default()
     };
     let slow = Client::connect_with(&ep, options).await.unwrap();

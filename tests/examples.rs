@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use agora_examples::TestBroker;
+use agora_tuplespace::persist::FsyncPolicy;
 
 #[path = "../examples/increment_server.rs"]
 mod increment_server;
@@ -82,7 +83,9 @@ mod client_server_vs_ring;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ring_and_client_server_do_every_hop_and_call_once() {
-    let broker = TestBroker::start();
+    // Without waiting for fsync each `out` is quicker (see the example's header): the outcome
+    // does not depend on it, the test's run time does.
+    let broker = TestBroker::start_with(|c| c.space_fsync = FsyncPolicy::Never);
     let n = 40u64;
     let rows = within(client_server_vs_ring::run(&broker.endpoint(), n, &[1, 3])).await;
     assert_eq!(rows.len(), 2);
@@ -152,4 +155,35 @@ async fn bag_of_tasks_does_every_task_exactly_once() {
         assert_eq!(r.pills, w, "{w} worker(s): every worker swallowed one pill");
         assert_eq!(r.leftovers, 0, "{w} worker(s): nothing left in the space");
     }
+}
+
+#[path = "../examples/dining_philosophers.rs"]
+mod dining_philosophers;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dining_philosophers_all_eat_without_deadlock() {
+    let broker = TestBroker::start();
+    let (n, meals) = (5, 4);
+    let out = within(dining_philosophers::run(
+        &broker.endpoint(),
+        n,
+        meals,
+        Duration::from_millis(1),
+    ))
+    .await;
+    assert_eq!(out.meals, vec![meals; n], "nobody starves");
+    assert_eq!(
+        out.fork_clashes, 0,
+        "no fork is ever held by two philosophers"
+    );
+    assert!(
+        (1..=n / 2).contains(&out.max_eating),
+        "at most N/2 eat at once: {}",
+        out.max_eating
+    );
+    assert_eq!(out.forks_left, n as u64, "every fork is back");
+    assert_eq!(out.tickets_left, n as u64 - 1, "every ticket is back");
+    // The example cleared the table after counting.
+    let space = broker.broker().space().expect("space").clone();
+    assert!(space.dump(None).is_empty(), "{:?}", space.dump(None));
 }

@@ -47,6 +47,29 @@ pub enum Op {
     /// subscribed to `$sync.<token>` and receives that event knows every subscription it made
     /// before on the same SUB socket is in effect at the broker.
     Sync = 0x05,
+    /// Replay from the log (sent to the **replay** endpoint, see [`Hello::replay`]): frame
+    /// 1 is a CBOR [`ReplayRequest`]. The reply is `Ok` with a CBOR [`ReplayStart`], then
+    /// [`Op::ReplayBatch`] messages (never more than the granted credit unacknowledged),
+    /// then one [`Op::ReplayEnd`]; all carry the REPLAY's request id.
+    Replay = 0x10,
+    /// Broker → client: one batch of a replay. Frame 1: `[scanned up to u64 LE]` (the
+    /// offset the replay will read next); frame 2: the events, each `[u32 LE length][event
+    /// frame]` with the same event frame as live delivery. Consumes one credit.
+    ReplayBatch = 0x11,
+    /// Broker → client: the replay reached its end. Frame 1: `[end offset u64 LE][events
+    /// sent u64 LE]`: every matching event below `end` was sent. Needs no credit.
+    ReplayEnd = 0x12,
+    /// Client → broker: grant `n` more batches to the replay named by the request id.
+    /// Frame 1: `[n u32 LE]`. No reply.
+    Credit = 0x13,
+    /// Client → broker: stop the replay named by the request id. No reply.
+    ReplayClose = 0x14,
+    /// Client → broker: move a durable subscription's cursor past an offset. Frame 1: the
+    /// name (UTF-8), frame 2: `[offset u64 LE]` (every event at or below it is done). `Ok`
+    /// once the cursor is on disk.
+    DurableAck = 0x15,
+    /// Client → broker: delete a durable subscription's cursor. Frame 1: the name. `Ok`.
+    DurableDelete = 0x16,
     /// Success reply.
     Ok = 0x80,
     /// Error reply: frames `code` (u16 LE) and `message` (UTF-8).
@@ -62,6 +85,13 @@ impl Op {
             0x03 => Op::Ping,
             0x04 => Op::Stats,
             0x05 => Op::Sync,
+            0x10 => Op::Replay,
+            0x11 => Op::ReplayBatch,
+            0x12 => Op::ReplayEnd,
+            0x13 => Op::Credit,
+            0x14 => Op::ReplayClose,
+            0x15 => Op::DurableAck,
+            0x16 => Op::DurableDelete,
             0x80 => Op::Ok,
             0x81 => Op::Error,
             _ => return None,
@@ -142,6 +172,11 @@ pub enum ErrorCode {
     Unavailable = 8,
     /// A producer's publish skipped a sequence number; resend from the expected one.
     OutOfOrder = 9,
+    /// A replay asked for events the log no longer holds (retention removed them); the
+    /// message says which offset is the oldest available.
+    Truncated = 10,
+    /// The durable subscription named does not exist.
+    UnknownDurable = 11,
 }
 
 impl ErrorCode {
@@ -156,6 +191,8 @@ impl ErrorCode {
             7 => ErrorCode::BadRequest,
             8 => ErrorCode::Unavailable,
             9 => ErrorCode::OutOfOrder,
+            10 => ErrorCode::Truncated,
+            11 => ErrorCode::UnknownDurable,
             _ => ErrorCode::Internal,
         }
     }
@@ -467,6 +504,10 @@ pub struct Hello {
     pub events: String,
     /// The tuple space's ROUTER endpoint, if the broker serves a space.
     pub space: Option<String>,
+    /// The replay service's ROUTER endpoint (replay, durable subscriptions, gap healing),
+    /// if the broker serves one. Absent from older brokers' HELLO.
+    #[serde(default)]
+    pub replay: Option<String>,
     /// Largest payload accepted, in bytes.
     pub max_payload: u64,
     /// Longest topic accepted, in bytes.
@@ -538,6 +579,128 @@ pub fn valid_sync_token(token: &[u8]) -> bool {
 
 /// The topic the broker publishes its statistics on, once a second.
 pub const STATS_TOPIC: &str = "$sys.stats";
+
+// ---------------------------------------------------------------------------------------
+// Replay and durable subscriptions (ops 0x10..0x1F, served on the replay endpoint)
+// ---------------------------------------------------------------------------------------
+
+/// Where a replay starts. CBOR: the text `"beginning"` or `"last"`, or a one-entry map
+/// `{"offset": n}` / `{"time_ns": n}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayFrom {
+    /// The oldest event the log still holds.
+    Beginning,
+    /// This offset (an error if retention removed it).
+    Offset(u64),
+    /// The first event stamped at or after this time (ns since the Unix epoch).
+    TimeNs(u64),
+    /// The last event of each topic that matches (the last-value cache), in offset order.
+    Last,
+}
+
+/// Default number of batches a replay may have unacknowledged.
+pub const DEFAULT_REPLAY_CREDIT: u32 = 8;
+
+fn default_credit() -> u32 {
+    DEFAULT_REPLAY_CREDIT
+}
+
+/// The body of a REPLAY request (CBOR map with these field names).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplayRequest {
+    /// Topic filters (as in subscriptions); an event matching any is sent once.
+    pub filters: Vec<String>,
+    /// Where to start. For a durable subscription, only used when the cursor is new.
+    pub from: ReplayFrom,
+    /// Stop before this offset (exclusive). Default: the log's end when the request
+    /// arrived.
+    #[serde(default)]
+    pub until: Option<u64>,
+    /// Batches the broker may send before the client grants more with CREDIT (default 8).
+    #[serde(default = "default_credit")]
+    pub credit: u32,
+    /// Replay for the durable subscription of this name: start at its cursor (created at
+    /// `from` if it does not exist yet).
+    #[serde(default)]
+    pub durable: Option<String>,
+}
+
+/// The `Ok` reply to a REPLAY: the range it will cover (CBOR map).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplayStart {
+    /// The first offset it reads.
+    pub start: u64,
+    /// It ends before this offset.
+    pub end: u64,
+}
+
+/// Append one event to a replay batch body: `[u32 LE length][event frame]`.
+pub fn push_batch_event(body: &mut Vec<u8>, topic: &[u8], meta: &Meta, payload: &[u8]) {
+    let len = event_len(topic.len(), payload.len());
+    body.extend_from_slice(&(len as u32).to_le_bytes());
+    let start = body.len();
+    body.resize(start + len, 0);
+    encode_event_into(&mut body[start..], topic, meta, payload);
+}
+
+/// The event frames of a replay batch body, in order; an `Err` item (and the end) for a
+/// body that is cut short.
+pub fn batch_events(body: &[u8]) -> impl Iterator<Item = Result<&[u8], ProtocolError>> {
+    let mut rest = body;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        if rest.len() < 4 {
+            rest = &[];
+            return Some(Err(ProtocolError::Body(
+                "replay batch entry cut short".into(),
+            )));
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if rest.len() - 4 < len {
+            rest = &[];
+            return Some(Err(ProtocolError::Body(
+                "replay batch entry cut short".into(),
+            )));
+        }
+        let (frame, tail) = rest[4..].split_at(len);
+        rest = tail;
+        Some(Ok(frame))
+    })
+}
+
+/// A little-endian u64 frame (replay progress, END, ACK offsets).
+pub fn decode_u64(frame: &[u8]) -> Result<u64, ProtocolError> {
+    let b: [u8; 8] = frame
+        .try_into()
+        .map_err(|_| ProtocolError::Body(format!("expected 8 bytes, got {}", frame.len())))?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// The body of a REPLAY_END: `[end offset u64 LE][events sent u64 LE]`.
+pub fn encode_replay_end(end: u64, sent: u64) -> [u8; 16] {
+    encode_publish_ack(end, sent)
+}
+
+/// Parse a REPLAY_END body into `(end, sent)`.
+pub fn decode_replay_end(body: &[u8]) -> Result<(u64, u64), ProtocolError> {
+    decode_publish_ack(body)
+}
+
+/// Longest durable subscription name, in bytes.
+pub const MAX_DURABLE_NAME: usize = 128;
+
+/// Whether `name` is an acceptable durable subscription name: 1..=128 bytes of
+/// `[A-Za-z0-9_.-]`.
+pub fn valid_durable_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_DURABLE_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
 
 #[cfg(test)]
 mod tests {
@@ -641,11 +804,60 @@ mod tests {
             version: 1,
             events: "tcp://127.0.0.1:5555".into(),
             space: None,
+            replay: Some("tcp://127.0.0.1:5556".into()),
             max_payload: 10,
             max_topic: 255,
         };
         let b = encode_cbor_body(&h);
         assert_eq!(decode_cbor_body::<Hello>(&b).unwrap(), h);
         assert!(decode_cbor_body::<Hello>(b"\xff\x00").is_err());
+    }
+
+    #[test]
+    fn replay_bodies_round_trip() {
+        let req = ReplayRequest {
+            filters: vec!["a.>".into()],
+            from: ReplayFrom::Offset(7),
+            until: None,
+            credit: 4,
+            durable: Some("d1".into()),
+        };
+        let b = encode_cbor_body(&req);
+        assert_eq!(decode_cbor_body::<ReplayRequest>(&b).unwrap(), req);
+        // Optional fields may be left out.
+        #[derive(serde::Serialize)]
+        struct Minimal {
+            filters: Vec<String>,
+            from: &'static str,
+        }
+        let b = encode_cbor_body(&Minimal {
+            filters: vec![">".into()],
+            from: "last",
+        });
+        let r: ReplayRequest = decode_cbor_body(&b).unwrap();
+        assert_eq!(
+            (r.from, r.credit, r.until),
+            (ReplayFrom::Last, DEFAULT_REPLAY_CREDIT, None)
+        );
+
+        let m = Meta {
+            kind: KIND_EVENT,
+            offset: 9,
+            seq: 1,
+            time_ns: 2,
+            content_type: 0,
+        };
+        let mut body = Vec::new();
+        push_batch_event(&mut body, b"a.b", &m, b"xy");
+        push_batch_event(&mut body, b"c", &m, b"");
+        let frames: Vec<_> = batch_events(&body).collect::<Result<_, _>>().unwrap();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0], &encode_event(b"a.b", &m, b"xy")[..]);
+        let cut = &body[..body.len() - 1];
+        assert!(batch_events(cut).any(|r| r.is_err()));
+        assert_eq!(decode_replay_end(&encode_replay_end(5, 3)).unwrap(), (5, 3));
+        assert!(decode_u64(&[1, 2]).is_err());
+        assert!(valid_durable_name("orders-eu.v1"));
+        assert!(!valid_durable_name("") && !valid_durable_name("a b"));
     }
 }

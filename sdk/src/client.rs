@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 use crate::io::{self, Command, IoHandle};
+use crate::replay_io::ReplayMsg;
 use crate::subscription::{RawSubscription, Subscription};
 
 /// How a client connects; [`ClientOptions::default`] suits most apps.
@@ -31,6 +32,8 @@ pub struct ClientOptions {
     pub confirm_timeout: Duration,
     /// How long one attempt of a confirmed publish waits before it is sent again.
     pub confirm_attempt_timeout: Duration,
+    /// Fill gaps from the broker's log (default). Off: every gap is an [`Error::Gap`] item.
+    pub heal_gaps: bool,
 }
 
 impl Default for ClientOptions {
@@ -41,6 +44,7 @@ impl Default for ClientOptions {
             subscription_buffer: 64,
             confirm_timeout: Duration::from_secs(30),
             confirm_attempt_timeout: Duration::from_secs(2),
+            heal_gaps: true,
         }
     }
 }
@@ -50,6 +54,8 @@ pub(crate) struct ClientInner {
     pub(crate) hello: Hello,
     pub(crate) endpoint: String,
     options: ClientOptions,
+    /// The replay service's I/O thread, started on first use and shared after.
+    replay: std::sync::OnceLock<crate::replay_io::ReplayHandle>,
     next_subscription: AtomicU64,
     /// Identifies this client's confirmed publishes to the broker (random per client).
     producer_id: u64,
@@ -118,6 +124,7 @@ impl Client {
                 hello,
                 endpoint: endpoint.to_string(),
                 options,
+                replay: std::sync::OnceLock::new(),
                 next_subscription: AtomicU64::new(1),
                 producer_id: random_u64(),
                 producer_seq: AtomicU64::new(0),
@@ -387,7 +394,184 @@ impl Client {
             })
             .await?;
         done_rx.await.map_err(|_| Error::Closed)??;
-        Ok(RawSubscription::new(id, rx, self.inner.clone()))
+        let heal = self.inner.options.heal_gaps;
+        Ok(RawSubscription::new(id, rx, self.inner.clone(), heal))
+    }
+
+    /// Subscribe to `filter` starting from a point in the broker's log, decoded as `T`: the
+    /// stored events from `from` on, then live events, with no gap and no duplicate at the
+    /// handover (the zguide's Clone pattern: live first, buffered; replay to the end the
+    /// broker reports; skip live events the replay already delivered).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> agora::Result<()> {
+    /// use agora::ReplayFrom;
+    /// let client = agora::Client::connect("tcp://127.0.0.1:7400").await?;
+    /// let mut temps = client.subscribe_from::<f64>("sensors.>", ReplayFrom::Last).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe_from<T: DeserializeOwned>(
+        &self,
+        filter: &str,
+        from: ReplayFrom,
+    ) -> Result<Subscription<T>> {
+        Ok(Subscription::new(
+            self.subscribe_raw_from(filter, from).await?,
+        ))
+    }
+
+    /// [`Client::subscribe_from`] without decoding.
+    pub async fn subscribe_raw_from(
+        &self,
+        filter: &str,
+        from: ReplayFrom,
+    ) -> Result<RawSubscription> {
+        self.subscribe_raw_from_any(&[filter], from).await
+    }
+
+    /// [`Client::subscribe_from`] for several filters, without decoding.
+    pub async fn subscribe_raw_from_any(
+        &self,
+        filters: &[&str],
+        from: ReplayFrom,
+    ) -> Result<RawSubscription> {
+        self.replayed(filters, from, None).await
+    }
+
+    /// Open the durable subscription `name` on `filter`, decoded as `T`.
+    ///
+    /// The broker keeps the subscription's cursor (on disk, across restarts); the stream
+    /// starts with every event after the last one acknowledged with
+    /// [`Subscription::ack`], in order, then goes live. A new name starts at the log's end
+    /// (use [`Client::durable_from`] to start elsewhere). Delivery is at least once: events
+    /// delivered but not acknowledged before a crash or disconnect come again.
+    pub async fn durable<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        filter: &str,
+    ) -> Result<Subscription<T>> {
+        Ok(Subscription::new(
+            self.durable_raw_from(name, &[filter], ReplayFrom::End)
+                .await?,
+        ))
+    }
+
+    /// [`Client::durable`], where a new subscription starts at `from`.
+    pub async fn durable_from<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        filter: &str,
+        from: ReplayFrom,
+    ) -> Result<Subscription<T>> {
+        Ok(Subscription::new(
+            self.durable_raw_from(name, &[filter], from).await?,
+        ))
+    }
+
+    /// [`Client::durable_from`] for several filters, without decoding.
+    pub async fn durable_raw_from(
+        &self,
+        name: &str,
+        filters: &[&str],
+        from: ReplayFrom,
+    ) -> Result<RawSubscription> {
+        if !agora_bus::protocol::valid_durable_name(name) {
+            return Err(Error::Broker {
+                code: ErrorCode::BadRequest,
+                message: format!(
+                    "durable name `{name}` must be 1..={} bytes of [A-Za-z0-9_.-]",
+                    agora_bus::protocol::MAX_DURABLE_NAME
+                ),
+            });
+        }
+        self.replayed(filters, from, Some(name.to_string())).await
+    }
+
+    /// Delete the durable subscription `name` (its cursor). [`Error::Broker`] with code
+    /// `UnknownDurable` if there is none.
+    pub async fn delete_durable(&self, name: &str) -> Result<()> {
+        let handle = self.inner.replay_handle()?;
+        handle
+            .call(Op::DurableDelete, vec![name.as_bytes().to_vec()])
+            .await
+    }
+
+    /// Live subscription first (buffering), then the replay; the subscription hands over
+    /// when the replay ends.
+    async fn replayed(
+        &self,
+        filters: &[&str],
+        from: ReplayFrom,
+        durable: Option<String>,
+    ) -> Result<RawSubscription> {
+        let handle = self.inner.replay_handle()?;
+        let mut sub = self.subscribe_raw_any(filters).await?;
+        let strings: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
+        let wire_from = match from {
+            ReplayFrom::Beginning => protocol::ReplayFrom::Beginning,
+            ReplayFrom::Offset(o) => protocol::ReplayFrom::Offset(o),
+            ReplayFrom::Time(t) => protocol::ReplayFrom::TimeNs(
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64),
+            ),
+            ReplayFrom::Last => protocol::ReplayFrom::Last,
+            ReplayFrom::End => protocol::ReplayFrom::Offset(u64::MAX),
+        };
+        let mut feed = handle.start(protocol::ReplayRequest {
+            filters: strings.clone(),
+            from: wire_from,
+            until: None,
+            credit: 0,
+            durable: durable.clone(),
+        })?;
+        // Wait for the broker's answer, so a bad request fails here and not in the stream.
+        match std::future::poll_fn(|cx| feed.poll_msg(cx)).await {
+            ReplayMsg::Started => {}
+            ReplayMsg::Failed(e) => return Err(e),
+            _ => {
+                return Err(Error::Protocol(protocol::ProtocolError::Body(
+                    "replay data before the replay was accepted".into(),
+                )))
+            }
+        }
+        sub.begin_replay(feed, strings, durable);
+        Ok(sub)
+    }
+}
+
+/// Where a replay starts (see [`Client::subscribe_from`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayFrom {
+    /// The oldest event the broker's log still holds.
+    Beginning,
+    /// This offset ([`Error::Broker`] with code `Truncated` if retention removed it).
+    Offset(u64),
+    /// The first event stamped at or after this time.
+    Time(std::time::SystemTime),
+    /// The last event of each matching topic (the last-value cache), then live.
+    Last,
+    /// Nothing stored: only what comes next (a new durable subscription's default).
+    End,
+}
+
+impl ClientInner {
+    /// The replay service's handle (its thread starts on the first call).
+    pub(crate) fn replay_handle(&self) -> Result<crate::replay_io::ReplayHandle> {
+        if let Some(h) = self.replay.get() {
+            return Ok(h.clone());
+        }
+        let advertised = self
+            .hello
+            .replay
+            .as_deref()
+            .ok_or_else(|| Error::NoReplay {
+                endpoint: self.endpoint.clone(),
+            })?;
+        let endpoint = crate::space::resolve_endpoint(advertised, &self.endpoint);
+        let handle =
+            crate::replay_io::ReplayHandle::spawn(&endpoint, self.options.request_timeout)?;
+        // Two racing first calls: one handle wins, the other's thread ends when dropped.
+        Ok(self.replay.get_or_init(|| handle).clone())
     }
 }
 

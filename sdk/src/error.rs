@@ -97,6 +97,16 @@ pub enum Error {
         /// What the decoder said.
         message: String,
     },
+    /// The broker serves no replay service (its HELLO advertised none), so nothing can be
+    /// replayed, no durable subscription opened and no gap healed.
+    #[error("the broker at {endpoint} serves no replay (an older broker?)")]
+    NoReplay {
+        /// The broker's request endpoint.
+        endpoint: String,
+    },
+    /// `ack` was called on a subscription that is not durable.
+    #[error("only durable subscriptions can acknowledge events")]
+    NotDurable,
     /// The client's I/O thread is gone (the client was closed or failed).
     #[error("client is closed")]
     Closed,

@@ -31,6 +31,8 @@ const ZMQ_VSM: usize = 33;
 pub(crate) enum FrameBuf {
     Zmq(zmq::Message),
     Owned(Vec<u8>),
+    /// A slice of a replay batch, whose events share one buffer.
+    Shared(std::sync::Arc<[u8]>, std::ops::Range<usize>),
 }
 
 impl std::ops::Deref for FrameBuf {
@@ -39,6 +41,7 @@ impl std::ops::Deref for FrameBuf {
         match self {
             FrameBuf::Zmq(m) => m,
             FrameBuf::Owned(v) => v,
+            FrameBuf::Shared(b, r) => &b[r.clone()],
         }
     }
 }

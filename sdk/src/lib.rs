@@ -8,12 +8,15 @@
 //! * [`Client`] (client.rs): the cheap `Clone` handle: [`Client::connect`],
 //!   [`Client::publish`], [`Client::subscribe`], [`Client::stats`].
 //! * [`Subscription`] / [`RawSubscription`] (subscription.rs): streams of [`Event`]s with gap
-//!   detection.
+//!   detection and healing; replayed ([`Client::subscribe_from`], [`ReplayFrom`]) and
+//!   durable ([`Client::durable`], [`Subscription::ack`]) subscriptions.
 //! * [`Space`] (space.rs): the tuple space client from [`Client::space`]: `out`, `take`,
 //!   `read`, their non-blocking and timed forms, bulk ops and typed variants; with the model
 //!   re-exported ([`tuple!`], [`template!`], [`Tuple`], [`Template`], ...).
 //! * space_io.rs: the thread that owns the space client's socket (reservations, cancels,
 //!   heartbeats).
+//! * replay_io.rs: the thread that owns the socket to the broker's replay service (replays
+//!   with credit-based flow control, durable acks), started on first use.
 //! * io.rs: the one thread that owns the client's ZeroMQ sockets; handles talk to it over a
 //!   channel.
 //! * [`Error`] (error.rs): one enum for every failure, to match on.
@@ -43,16 +46,17 @@
 mod client;
 mod error;
 mod io;
+mod replay_io;
 mod space;
 mod space_io;
 mod subscription;
 
 pub use agora_bus::protocol::{ContentType, Stats, TopicStats};
 pub use agora_bus::topic::{Filter, Topic};
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, ReplayFrom};
 pub use error::{Error, Result, SpaceErrorCode};
 pub use space::Space;
-pub use subscription::{Event, RawEvent, RawSubscription, Subscription};
+pub use subscription::{Event, Healed, RawEvent, RawSubscription, Subscription};
 // The tuple space model, so apps need no direct dependency on agora-tuplespace.
 pub use agora_tuplespace::{
     from_tuple, parse_template, parse_tuple, template, to_tuple, tuple, Field, Kind, ParseError,

@@ -97,10 +97,21 @@ struct ProducerState {
     stamped: Option<(u64, u64)>,
 }
 
+/// What the replay service needs from the log the dispatcher opened.
+pub(super) struct ReplaySeed {
+    pub(super) reader: crate::log::LogReader,
+    pub(super) last_offset_by_topic: HashMap<String, u64>,
+    pub(super) next_offset: u64,
+}
+
 pub(super) struct Dispatcher {
     pub(super) endpoint: String,
     pub(super) events_endpoint: String,
     pub(super) space_endpoint: Option<String>,
+    /// The replay service's endpoint, advertised in HELLO.
+    pub(super) replay_endpoint: Option<String>,
+    /// What the replay service starts from, taken by [`Broker::start`](super::Broker::start).
+    pub(super) replay_seed: Option<ReplaySeed>,
     config: BrokerConfig,
     router: zmq::Socket,
     egress: Egress,
@@ -255,11 +266,18 @@ impl Dispatcher {
             let _ = (&bell_writer).write(&[1]);
         });
 
+        let replay_seed = ReplaySeed {
+            reader: log.reader(),
+            last_offset_by_topic: recovery.last_offset_by_topic.clone(),
+            next_offset: recovery.next_offset,
+        };
         let now = Instant::now();
         Ok(Dispatcher {
             endpoint,
             events_endpoint,
             space_endpoint: None,
+            replay_endpoint: None,
+            replay_seed: Some(replay_seed),
             config: config.clone(),
             router,
             egress: Egress {
@@ -560,6 +578,7 @@ impl Dispatcher {
                     version: VERSION,
                     events: self.events_endpoint.clone(),
                     space: self.space_endpoint.clone(),
+                    replay: self.replay_endpoint.clone(),
                     max_payload: self.config.max_payload as u64,
                     max_topic: MAX_TOPIC_LEN as u64,
                 };
@@ -581,6 +600,11 @@ impl Dispatcher {
                 let mut topic = Vec::with_capacity(SYNC_TOPIC_PREFIX.len() + token.len());
                 topic.extend_from_slice(SYNC_TOPIC_PREFIX.as_bytes());
                 topic.extend_from_slice(token);
+                // Everything stamped before the barrier is readable by replays once the
+                // client sees it (the Clone pattern's handover relies on this).
+                if self.uncommitted {
+                    self.commit();
+                }
                 let meta = Meta {
                     kind: KIND_EVENT,
                     offset: UNLOGGED_OFFSET,
@@ -592,6 +616,19 @@ impl Dispatcher {
                 self.ok_reply(&reply, &[]);
                 Ok(())
             }),
+            Op::Replay
+            | Op::ReplayBatch
+            | Op::ReplayEnd
+            | Op::Credit
+            | Op::ReplayClose
+            | Op::DurableAck
+            | Op::DurableDelete => {
+                let msg = format!(
+                    "op {op:?} is served on the replay endpoint (HELLO's `replay`), not here"
+                );
+                self.error_reply(&reply, ErrorCode::BadRequest, &msg);
+                Ok(())
+            }
             Op::Ok | Op::Error => {
                 let msg = format!("op {op:?} is a reply, not a request");
                 self.error_reply(&reply, ErrorCode::BadRequest, &msg);

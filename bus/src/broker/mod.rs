@@ -11,6 +11,9 @@
 //! same message buffers go out on the XPUB: the payload is never decoded or copied.
 
 mod dispatcher;
+mod replay;
+
+pub use replay::CURSORS_FILE;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -33,6 +36,9 @@ pub struct BrokerConfig {
     pub events: Option<String>,
     /// The tuple space endpoint (ROUTER). `None`: same host as `listen`, port + 2 (or `*`).
     pub space: Option<String>,
+    /// The replay service endpoint (ROUTER): replays, durable subscriptions, gap healing.
+    /// `None`: same host as `listen`, port + 3 (or `*`).
+    pub replay: Option<String>,
     /// Where the broker keeps its state (created if missing).
     pub data_dir: PathBuf,
     /// Largest payload accepted, in bytes.
@@ -69,6 +75,7 @@ impl Default for BrokerConfig {
             listen: DEFAULT_ENDPOINT.to_string(),
             events: None,
             space: None,
+            replay: None,
             data_dir: PathBuf::from("agora-data"),
             max_payload: DEFAULT_MAX_PAYLOAD,
             stats_interval: Duration::from_secs(1),
@@ -131,8 +138,11 @@ pub struct Broker {
     endpoint: String,
     events_endpoint: String,
     space_endpoint: Option<String>,
+    replay_endpoint: String,
     doorbell: UnixStream,
     thread: Option<JoinHandle<Result<(), BrokerError>>>,
+    replay_doorbell: UnixStream,
+    replay_thread: Option<JoinHandle<Result<(), BrokerError>>>,
     space: Option<agora_tuplespace::SpaceServer>,
 }
 
@@ -147,6 +157,34 @@ impl Broker {
         let (doorbell, doorbell_rx) = UnixStream::pair()?;
         doorbell_rx.set_nonblocking(true)?;
         let mut parts = dispatcher::Dispatcher::bind(&ctx, &config, doorbell_rx)?;
+        let seed = parts
+            .replay_seed
+            .take()
+            .ok_or_else(|| BrokerError::Io(std::io::Error::other("replay seed taken")))?;
+        let replay_want = match &config.replay {
+            Some(e) => e.clone(),
+            None => sibling_endpoint(&config.listen, 3, "replay")?,
+        };
+        let (replay_doorbell, replay_doorbell_rx) = UnixStream::pair()?;
+        replay_doorbell_rx.set_nonblocking(true)?;
+        let (replay, replay_endpoint) = replay::ReplayService::bind(
+            &ctx,
+            &replay_want,
+            &config.data_dir,
+            seed.reader,
+            seed.last_offset_by_topic,
+            seed.next_offset,
+            replay_doorbell_rx,
+        )?;
+        parts.replay_endpoint = Some(replay_endpoint.clone());
+        let replay_ctx = ctx.clone();
+        let replay_thread = std::thread::Builder::new()
+            .name("agora-replay".into())
+            .spawn(move || {
+                let r = replay.run();
+                drop(replay_ctx);
+                r
+            })?;
         let space = if config.serve_space {
             let endpoint = match &config.space {
                 Some(e) => e.clone(),
@@ -181,8 +219,11 @@ impl Broker {
             endpoint,
             events_endpoint,
             space_endpoint,
+            replay_endpoint,
             doorbell,
             thread: Some(thread),
+            replay_doorbell,
+            replay_thread: Some(replay_thread),
             space,
         })
     }
@@ -202,6 +243,11 @@ impl Broker {
         self.space_endpoint.as_deref()
     }
 
+    /// The replay service endpoint (replays, durable subscriptions, gap healing).
+    pub fn replay_endpoint(&self) -> &str {
+        &self.replay_endpoint
+    }
+
     /// Stop accepting, flush, and wait for the dispatcher to finish.
     pub fn shutdown(mut self) -> Result<(), BrokerError> {
         self.stop()
@@ -216,6 +262,14 @@ impl Broker {
     fn stop(&mut self) -> Result<(), BrokerError> {
         if let Some(space) = self.space.take() {
             space.shutdown();
+        }
+        if let Some(t) = self.replay_thread.take() {
+            let _ = (&self.replay_doorbell).write(&[1]);
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("replay service stopped with an error: {e}"),
+                Err(_) => tracing::error!("replay service panicked"),
+            }
         }
         let Some(thread) = self.thread.take() else {
             return Ok(());

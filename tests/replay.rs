@@ -1,0 +1,349 @@
+//! Replay, durable subscriptions and gap healing against an in-process broker (issue 4).
+
+use std::time::{Duration, SystemTime};
+
+use agora::{Client, ClientOptions, ContentType, Error, RawSubscription, ReplayFrom};
+use agora_examples::TestBroker;
+use futures_util::StreamExt;
+use tokio::time::timeout;
+
+const T: Duration = Duration::from_secs(20);
+
+/// The next item, failing the test after `T`.
+async fn next(sub: &mut RawSubscription) -> agora::Result<agora::RawEvent> {
+    timeout(T, sub.next())
+        .await
+        .expect("an item within the deadline")
+        .expect("the stream goes on")
+}
+
+/// Payload of a raw event published by [`publish_n`]: the number as 8 bytes LE.
+fn num(ev: &agora::RawEvent) -> u64 {
+    u64::from_le_bytes(ev.payload().try_into().expect("8-byte payload"))
+}
+
+async fn publish_n(client: &Client, topic: &str, range: std::ops::Range<u64>) {
+    for i in range {
+        client
+            .publish_raw(topic, i.to_le_bytes().to_vec(), ContentType::Raw)
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn replay_from_beginning_offset_time_and_last_then_live() {
+    let broker = TestBroker::start();
+    let client = Client::connect(&broker.endpoint()).await.unwrap();
+    assert!(
+        client.broker_info().replay.is_some(),
+        "HELLO advertises the replay service"
+    );
+    // a.x gets 0..5, a.y gets 5..10; offsets are 0..10.
+    publish_n(&client, "a.x", 0..5).await;
+    let middle = SystemTime::now();
+    publish_n(&client, "a.y", 5..10).await;
+
+    // From the beginning: all ten, in order, then live.
+    let mut sub = client
+        .subscribe_raw_from("a.>", ReplayFrom::Beginning)
+        .await
+        .unwrap();
+    for i in 0..10 {
+        let ev = next(&mut sub).await.unwrap();
+        assert_eq!((num(&ev), ev.offset()), (i, i));
+    }
+    publish_n(&client, "a.x", 10..11).await;
+    let ev = next(&mut sub).await.unwrap();
+    assert_eq!((num(&ev), ev.offset(), ev.seq()), (10, 10, 6));
+
+    // From an offset, with a filter that matches one topic.
+    let mut sub = client
+        .subscribe_raw_from("a.y", ReplayFrom::Offset(7))
+        .await
+        .unwrap();
+    for i in 7..10 {
+        assert_eq!(num(&next(&mut sub).await.unwrap()), i);
+    }
+
+    // From a time: the first event stamped after `middle` is a.y's first.
+    let mut sub = client
+        .subscribe_raw_from("a.>", ReplayFrom::Time(middle))
+        .await
+        .unwrap();
+    assert_eq!(num(&next(&mut sub).await.unwrap()), 5);
+
+    // Last per topic: a.x's last is 10, a.y's is 9; in offset order.
+    let mut sub = client
+        .subscribe_raw_from("a.>", ReplayFrom::Last)
+        .await
+        .unwrap();
+    let first = next(&mut sub).await.unwrap();
+    let second = next(&mut sub).await.unwrap();
+    assert_eq!((first.topic(), num(&first)), ("a.y", 9));
+    assert_eq!((second.topic(), num(&second)), ("a.x", 10));
+    publish_n(&client, "a.y", 11..12).await;
+    assert_eq!(num(&next(&mut sub).await.unwrap()), 11);
+    assert!(
+        timeout(Duration::from_millis(100), sub.next())
+            .await
+            .is_err(),
+        "nothing else: no duplicate after the handover"
+    );
+}
+
+#[tokio::test]
+async fn replay_errors_are_clear() {
+    let broker = TestBroker::start();
+    let client = Client::connect(&broker.endpoint()).await.unwrap();
+    // Filters are checked before anything is sent.
+    let e = client
+        .subscribe_raw_from("a..b", ReplayFrom::Beginning)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Filter(_)), "{e}");
+    // A typed replay reports events that do not decode, and goes on.
+    publish_n(&client, "t.x", 0..1).await;
+    client.publish("t.x", &"text").await.unwrap();
+    let mut typed = client
+        .subscribe_from::<String>("t.x", ReplayFrom::Beginning)
+        .await
+        .unwrap();
+    let first = timeout(T, typed.next()).await.unwrap().unwrap();
+    assert!(matches!(first, Err(Error::Decode { offset: 0, .. })));
+    let second = timeout(T, typed.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(second.payload, "text");
+    // Acknowledging is for durable subscriptions only.
+    assert!(matches!(typed.ack(1).await, Err(Error::NotDurable)));
+}
+
+/// Replay `stored` events while another client keeps publishing `live` more; the
+/// subscriber must see every one exactly once, in order.
+async fn replay_while_publishing(stored: u64, live: u64) {
+    let broker = TestBroker::start();
+    let ep = broker.endpoint();
+    let publisher = Client::connect(&ep).await.unwrap();
+    // Several topics, so per-topic sequences and the global order are both checked.
+    let topics = ["big.a", "big.b", "big.c"];
+    for i in 0..stored {
+        let topic = topics[(i % 3) as usize];
+        publisher
+            .publish_raw(topic, i.to_le_bytes().to_vec(), ContentType::Raw)
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+
+    let subscriber = Client::connect(&ep).await.unwrap();
+    let live_pub = tokio::spawn(async move {
+        for i in stored..stored + live {
+            let topic = topics[(i % 3) as usize];
+            publisher
+                .publish_raw(topic, i.to_le_bytes().to_vec(), ContentType::Raw)
+                .await
+                .unwrap();
+            if i % 64 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        publisher.flush().await.unwrap();
+    });
+    let mut sub = subscriber
+        .subscribe_raw_from("big.>", ReplayFrom::Beginning)
+        .await
+        .unwrap();
+    let total = stored + live;
+    for i in 0..total {
+        let ev = match next(&mut sub).await {
+            Ok(ev) => ev,
+            Err(e) => panic!("at {i}: {e}"),
+        };
+        assert_eq!(num(&ev), i, "event {i} in order, once");
+        assert_eq!(ev.offset(), i);
+        assert_eq!(ev.seq(), i / 3 + 1, "per-topic sequence");
+    }
+    live_pub.await.unwrap();
+    assert!(
+        timeout(Duration::from_millis(200), sub.next())
+            .await
+            .is_err(),
+        "nothing after the last: no duplicate"
+    );
+}
+
+/// How many stored events the replay tests use (`AGORA_REPLAY_EVENTS` overrides).
+fn stored_events(default: u64) -> u64 {
+    std::env::var("AGORA_REPLAY_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The issue's figure: a replay of 1,000,000 events while live publishing goes on (about
+/// 5 s in a debug build; `AGORA_REPLAY_EVENTS` sets another count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_of_a_million_events_while_publishing_loses_and_doubles_nothing() {
+    replay_while_publishing(stored_events(1_000_000), 100_000).await;
+}
+
+#[tokio::test]
+async fn durable_subscription_resumes_after_its_last_ack() {
+    let mut broker = TestBroker::start();
+    let publisher = Client::connect(&broker.endpoint()).await.unwrap();
+    let subscriber = Client::connect(&broker.endpoint()).await.unwrap();
+    publish_n(&publisher, "d.x", 0..3).await; // before the durable exists: not delivered
+
+    let mut sub = subscriber
+        .durable_raw_from("orders", &["d.>"], ReplayFrom::End)
+        .await
+        .unwrap();
+    assert_eq!(sub.durable_name(), Some("orders"));
+    publish_n(&publisher, "d.x", 3..8).await;
+    let mut last_acked = 0;
+    for i in 3..8 {
+        let ev = next(&mut sub).await.unwrap();
+        assert_eq!(num(&ev), i);
+        if i == 5 {
+            sub.ack(ev.offset()).await.unwrap();
+            last_acked = ev.offset();
+        }
+    }
+    drop(sub);
+    // Offline: more events.
+    publish_n(&publisher, "d.x", 8..12).await;
+    // Back: everything after the last ack (6, 7 were delivered but not acked), in order.
+    let mut sub = subscriber
+        .durable_raw_from("orders", &["d.>"], ReplayFrom::End)
+        .await
+        .unwrap();
+    for i in 6..12 {
+        let ev = next(&mut sub).await.unwrap();
+        assert_eq!(num(&ev), i);
+        assert!(ev.offset() > last_acked);
+        if i == 11 {
+            sub.ack(ev.offset()).await.unwrap();
+        }
+    }
+    // Live after the replay.
+    publish_n(&publisher, "d.x", 12..13).await;
+    let ev = next(&mut sub).await.unwrap();
+    assert_eq!(num(&ev), 12);
+    sub.ack(ev.offset()).await.unwrap();
+    drop(sub);
+
+    // The cursor survives a broker restart.
+    publish_n(&publisher, "d.x", 13..15).await;
+    broker.restart(|_| {});
+    let subscriber = Client::connect(&broker.endpoint()).await.unwrap();
+    let mut sub = subscriber
+        .durable_raw_from("orders", &["d.>"], ReplayFrom::End)
+        .await
+        .unwrap();
+    for i in 13..15 {
+        assert_eq!(num(&next(&mut sub).await.unwrap()), i);
+    }
+    assert!(timeout(Duration::from_millis(200), sub.next())
+        .await
+        .is_err());
+    drop(sub);
+    subscriber.delete_durable("orders").await.unwrap();
+    let e = subscriber.delete_durable("orders").await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Broker {
+                code: agora_bus::protocol::ErrorCode::UnknownDurable,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_heals_its_gaps_from_the_log() {
+    // As in tests/bus.rs: a subscriber that does not read falls behind, the broker sends
+    // past it and it misses events. With healing, it still gets every event exactly once,
+    // in order, and says how many it recovered.
+    let broker = TestBroker::start_with(|c| {
+        c.slow_consumer_timeout = Duration::from_millis(50);
+        c.events_hwm = 100;
+        c.stats_interval = Duration::from_millis(100);
+    });
+    let ep = broker.endpoint();
+    let options = ClientOptions {
+        subscription_buffer: 1,
+        ..ClientOptions::default()
+    };
+    let slow = Client::connect_with(&ep, options).await.unwrap();
+    let mut sub = slow.subscribe_raw("flood").await.unwrap();
+    const N: u64 = 30_000;
+    let publisher = Client::connect(&ep).await.unwrap();
+    for i in 0..N {
+        // 1 KiB events, so the flood overflows every buffer on the way to the slow one.
+        let mut payload = vec![0u8; 1024];
+        payload[..8].copy_from_slice(&i.to_le_bytes());
+        publisher
+            .publish_raw("flood", payload, ContentType::Raw)
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+    let stats = publisher.stats().await.unwrap();
+    assert!(
+        stats.dropped > 0,
+        "the broker should have sent past the slow one"
+    );
+    for i in 0..N {
+        let ev = match next(&mut sub).await {
+            Ok(ev) => ev,
+            Err(e) => panic!("at {i}: {e}"),
+        };
+        let got = u64::from_le_bytes(ev.payload()[..8].try_into().unwrap());
+        assert_eq!(got, i, "every event once, in order");
+    }
+    assert!(sub.healed() > 0, "events were recovered from the log");
+    // Nothing more (no duplicate); polling also lets the last heal finish and report.
+    assert!(timeout(Duration::from_millis(300), sub.next())
+        .await
+        .is_err());
+    let healed: u64 = sub.take_healed().iter().map(|h| h.count).sum();
+    assert_eq!(healed, sub.healed());
+}
+
+#[tokio::test]
+async fn without_healing_gaps_are_reported() {
+    let broker = TestBroker::start_with(|c| {
+        c.slow_consumer_timeout = Duration::from_millis(50);
+        c.events_hwm = 100;
+        c.stats_interval = Duration::from_millis(100);
+    });
+    let ep = broker.endpoint();
+    let options = ClientOptions {
+        subscription_buffer: 1,
+        heal_gaps: false,
+        ..ClientOptions::default()
+    };
+    let slow = Client::connect_with(&ep, options).await.unwrap();
+    let mut sub = slow.subscribe_raw("flood").await.unwrap();
+    const N: u64 = 20_000;
+    let publisher = Client::connect(&ep).await.unwrap();
+    for _ in 0..N {
+        publisher
+            .publish_raw("flood", vec![7u8; 1024], ContentType::Raw)
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+    let (mut received, mut missed) = (0, 0);
+    while received + missed < N {
+        match next(&mut sub).await {
+            Ok(_) => received += 1,
+            Err(Error::Gap { missed: m, .. }) => missed += m,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(missed > 0);
+    assert_eq!(sub.healed(), 0);
+}
