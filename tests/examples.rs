@@ -187,3 +187,37 @@ async fn dining_philosophers_all_eat_without_deadlock() {
     let space = broker.broker().space().expect("space").clone();
     assert!(space.dump(None).is_empty(), "{:?}", space.dump(None));
 }
+
+#[path = "../examples/semaphore_barrier_counter.rs"]
+mod semaphore_barrier_counter;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn semaphore_barrier_and_counter_hold() {
+    let broker = TestBroker::start_with(|c| c.space_fsync = FsyncPolicy::Never);
+    let (workers, permits, increments) = (5, 2, 10);
+    let out = within(semaphore_barrier_counter::run(
+        &broker.endpoint(),
+        workers,
+        permits,
+        increments,
+    ))
+    .await;
+    assert_eq!(out.sem_completed, workers, "every worker got through");
+    assert!(
+        (1..=permits).contains(&out.sem_max_inside),
+        "never more than {permits} inside: {}",
+        out.sem_max_inside
+    );
+    assert_eq!(
+        out.sem_permits_left, permits as u64,
+        "every permit came back"
+    );
+    assert_eq!(
+        out.barrier_seen,
+        vec![workers; workers],
+        "nobody passed the barrier before all had arrived, and all passed"
+    );
+    assert_eq!(out.counter, (workers * increments) as i64, "no lost update");
+    let space = broker.broker().space().expect("space").clone();
+    assert!(space.dump(None).is_empty(), "{:?}", space.dump(None));
+}
