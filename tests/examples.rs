@@ -221,3 +221,41 @@ async fn semaphore_barrier_and_counter_hold() {
     let space = broker.broker().space().expect("space").clone();
     assert!(space.dump(None).is_empty(), "{:?}", space.dump(None));
 }
+
+#[path = "../examples/streams.rs"]
+mod streams;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_in_once_in_order_and_read_by_everyone() {
+    let broker = TestBroker::start_with(|c| c.space_fsync = FsyncPolicy::Never);
+    let (producers, consumers, per) = (3, 3, 6);
+    let out = within(streams::run(&broker.endpoint(), producers, consumers, per)).await;
+    let total = producers * per;
+
+    // In-stream: indices 0..total each appended once; every element consumed exactly once,
+    // and each consumer took its elements in stream order.
+    let mut produced = out.in_produced.clone();
+    produced.sort_unstable();
+    let indices: Vec<i64> = produced.iter().map(|(i, _)| *i).collect();
+    assert_eq!(indices, (0..total as i64).collect::<Vec<_>>());
+    let mut consumed: Vec<(i64, i64)> = out.in_consumed.iter().flatten().copied().collect();
+    consumed.sort_unstable();
+    assert_eq!(consumed, produced, "every element consumed exactly once");
+    for (c, taken) in out.in_consumed.iter().enumerate() {
+        assert!(
+            taken.windows(2).all(|w| w[0].0 < w[1].0),
+            "consumer {c} took elements in order: {taken:?}"
+        );
+    }
+
+    // Read-stream: every reader saw the whole stream, in index order.
+    let mut produced = out.rd_produced.clone();
+    produced.sort_unstable();
+    assert_eq!(produced.len(), total);
+    assert_eq!(out.rd_seen.len(), consumers);
+    for (r, seen) in out.rd_seen.iter().enumerate() {
+        assert_eq!(seen, &produced, "reader {r} saw every element in order");
+    }
+    let space = broker.broker().space().expect("space").clone();
+    assert!(space.dump(None).is_empty(), "{:?}", space.dump(None));
+}
