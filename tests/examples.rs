@@ -259,3 +259,42 @@ async fn streams_in_once_in_order_and_read_by_everyone() {
     let space = broker.broker().space().expect("space").clone();
     assert!(space.dump(None).is_empty(), "{:?}", space.dump(None));
 }
+
+#[path = "../examples/space_notify.rs"]
+mod space_notify;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn space_notify_sees_out_take_and_expire() {
+    let broker = TestBroker::start();
+    let out = within(space_notify::run(&broker.endpoint())).await;
+    let show = |events: &[(String, agora::Tuple)]| -> Vec<String> {
+        events
+            .iter()
+            .map(|(kind, t)| {
+                // Drop the run id (field 1) so the expectation can be written down.
+                let mut fields = t.values().to_vec();
+                fields.remove(1);
+                format!("{kind} {}", agora::Tuple(fields))
+            })
+            .collect()
+    };
+    assert_eq!(
+        show(&out.all),
+        vec![
+            r#"out ("order", "tea", 5)"#,
+            r#"out ("order", "piano", 2500)"#,
+            r#"take ("order", "tea", 5)"#,
+            r#"take ("order", "piano", 2500)"#,
+            r#"out ("offer", "discount", 10)"#,
+            r#"expire ("offer", "discount", 10)"#,
+        ]
+    );
+    assert_eq!(
+        show(&out.notified),
+        vec![
+            r#"out ("order", "piano", 2500)"#,
+            r#"take ("order", "piano", 2500)"#
+        ],
+        "the notify saw only orders of 100 or more"
+    );
+}
