@@ -298,3 +298,46 @@ async fn space_notify_sees_out_take_and_expire() {
         "the notify saw only orders of 100 or more"
     );
 }
+
+#[path = "../examples/sensor_dashboard.rs"]
+mod sensor_dashboard;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sensor_dashboard_filters_and_durable_catch_up() {
+    let broker = TestBroker::start();
+    let out = within(sensor_dashboard::run(&broker.endpoint())).await;
+    let ok = |topic: &str, round: u32| Ok((topic.to_string(), round));
+    let broken = || Err("sensors.attic.temp".to_string());
+    let round = |r: u32, kinds: &[&str], rooms: &[&str]| -> Vec<sensor_dashboard::Received> {
+        let mut v = Vec::new();
+        for room in rooms {
+            for kind in kinds {
+                v.push(ok(&format!("sensors.{room}.{kind}"), r));
+            }
+        }
+        v
+    };
+    let all_rooms = ["kitchen", "hall", "bedroom"];
+    let both = ["temp", "humidity"];
+
+    let mut temps = round(1, &["temp"], &all_rooms);
+    temps.extend(round(2, &["temp"], &all_rooms));
+    temps.extend([broken(), ok("sensors.hall.temp", 3)]);
+    assert_eq!(out.temps, temps, "sensors.*.temp");
+
+    let mut kitchen = round(1, &both, &["kitchen"]);
+    kitchen.extend(round(2, &both, &["kitchen"]));
+    assert_eq!(out.kitchen, kitchen, "sensors.kitchen.>");
+
+    let mut humidity = round(1, &["humidity"], &["kitchen", "hall"]);
+    humidity.extend(round(2, &["humidity"], &["kitchen", "hall"]));
+    assert_eq!(out.humidity, humidity, "the regex filter");
+
+    assert_eq!(out.dashboard_first, round(1, &both, &all_rooms));
+    let mut again = round(2, &both, &all_rooms);
+    again.extend([broken(), ok("sensors.hall.temp", 3)]);
+    assert_eq!(
+        out.dashboard_again, again,
+        "back online, the dashboard got exactly what it missed, then live events"
+    );
+}
