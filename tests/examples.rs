@@ -21,6 +21,17 @@ async fn within<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> T
         .expect("the example succeeds")
 }
 
+/// The example left no tuple behind (reserved tuples are not listed: a take that has not
+/// confirmed yet counts as gone).
+fn assert_space_empty(broker: &TestBroker) {
+    let space = broker.broker().space().expect("the broker serves a space");
+    assert!(
+        space.dump(None).is_empty(),
+        "left behind: {:?}",
+        space.dump(None)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn increment_server_replies_match_requests() {
     let broker = TestBroker::start();
@@ -52,6 +63,7 @@ async fn increment_server_replies_match_requests() {
             "{name}: {per_client:?}"
         );
     }
+    assert_space_empty(&broker);
 }
 
 #[path = "../examples/sync_over_async.rs"]
@@ -109,8 +121,7 @@ async fn ring_and_client_server_do_every_hop_and_call_once() {
         }
     }
     // Nothing left behind: every token and every reply was taken.
-    let space = broker.broker().space().expect("space").clone();
-    assert_eq!(space.dump(None).len(), 0, "{:?}", space.dump(None));
+    assert_space_empty(&broker);
 }
 
 #[path = "../examples/bag_of_tasks.rs"]
@@ -155,6 +166,7 @@ async fn bag_of_tasks_does_every_task_exactly_once() {
         assert_eq!(r.pills, w, "{w} worker(s): every worker swallowed one pill");
         assert_eq!(r.leftovers, 0, "{w} worker(s): nothing left in the space");
     }
+    assert_space_empty(&broker);
 }
 
 #[path = "../examples/dining_philosophers.rs"]
@@ -184,8 +196,7 @@ async fn dining_philosophers_all_eat_without_deadlock() {
     assert_eq!(out.forks_left, n as u64, "every fork is back");
     assert_eq!(out.tickets_left, n as u64 - 1, "every ticket is back");
     // The example cleared the table after counting.
-    let space = broker.broker().space().expect("space").clone();
-    assert!(space.dump(None).is_empty(), "{:?}", space.dump(None));
+    assert_space_empty(&broker);
 }
 
 #[path = "../examples/semaphore_barrier_counter.rs"]
@@ -218,8 +229,7 @@ async fn semaphore_barrier_and_counter_hold() {
         "nobody passed the barrier before all had arrived, and all passed"
     );
     assert_eq!(out.counter, (workers * increments) as i64, "no lost update");
-    let space = broker.broker().space().expect("space").clone();
-    assert!(space.dump(None).is_empty(), "{:?}", space.dump(None));
+    assert_space_empty(&broker);
 }
 
 #[path = "../examples/streams.rs"]
@@ -256,8 +266,7 @@ async fn streams_in_once_in_order_and_read_by_everyone() {
     for (r, seen) in out.rd_seen.iter().enumerate() {
         assert_eq!(seen, &produced, "reader {r} saw every element in order");
     }
-    let space = broker.broker().space().expect("space").clone();
-    assert!(space.dump(None).is_empty(), "{:?}", space.dump(None));
+    assert_space_empty(&broker);
 }
 
 #[path = "../examples/space_notify.rs"]
@@ -297,6 +306,7 @@ async fn space_notify_sees_out_take_and_expire() {
         ],
         "the notify saw only orders of 100 or more"
     );
+    assert_space_empty(&broker);
 }
 
 #[path = "../examples/sensor_dashboard.rs"]
