@@ -21,7 +21,7 @@
 //! knows another's address), client-server vs peer-to-peer coordination, synchronous
 //! request-reply built from asynchronous `out`/`in`.
 //!
-//! Run: `cargo run --example client_server_vs_ring [N] [P...]` (defaults: N = 300, P = 2 4 8).
+//! Run: `cargo run --example client_server_vs_ring [N] [P...]` (defaults: N = 100, P = 2 4 8).
 //! It starts an embedded broker unless `AGORA_BROKER` names one.
 
 use std::time::{Duration, Instant};
@@ -213,7 +213,7 @@ pub async fn run(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let (endpoint, _broker) = agora_examples::broker_or_embedded();
-    let n: u64 = agora_examples::arg(1, 300)?;
+    let n: u64 = agora_examples::arg(1, 100)?;
     let mut ps = Vec::new();
     for i in 2.. {
         match std::env::args().nth(i) {
