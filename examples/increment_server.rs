@@ -6,9 +6,11 @@
 //!
 //! 1. **Request-reply over the bus.** The server subscribes to `inc.<run>.request`; each
 //!    client subscribes to its own reply topic first, then publishes
-//!    `{id, reply_to, n}`. The reply topic plays Erlang's `From`: the client names where the
-//!    answer goes, the server never knows who its clients are (indirect addressing, but
-//!    both sides must be up at the same time: coupled in time, decoupled in space).
+//!    `{id, reply_to, n}`. The request goes to a topic: the client does not know which
+//!    server, if any, listens (indirect). The reply goes where the client said, like
+//!    Erlang's `From`: addressed to that one client (its mailbox, in effect). Both sides
+//!    must be running at the same time: a request published while no server listens is
+//!    lost to it (coupled in time).
 //! 2. **Through the tuple space.** The client writes `("inc", id, 10)` and waits in
 //!    `in(("inc-reply", id, ?int))`; the server loops on `in(("inc", ?str, ?int))` and writes
 //!    `("inc-reply", id, n + 1)`. Nobody addresses anybody: the id in the tuple is the only
