@@ -531,3 +531,36 @@ async fn clients_come_and_go_while_servers_stop() {
         drop(memory);
     }
 }
+
+#[tokio::test]
+async fn heartbeats_keep_a_long_wait_alive() {
+    // The server forgets the blocked requests of a client silent for `client_timeout`; the
+    // client pings every second while it waits, so a wait longer than that survives.
+    let server = agora_tuplespace::SpaceServer::start(agora_tuplespace::ServerConfig {
+        client_timeout: Duration::from_millis(2500),
+        ..agora_tuplespace::ServerConfig::default()
+    })
+    .unwrap();
+    let taker = Space::connect(server.endpoint()).unwrap();
+    let writer = Space::connect(server.endpoint()).unwrap();
+    let started = Instant::now();
+    let task = tokio::spawn(async move {
+        taker
+            .take_timeout(&template!("hb", ?int), Duration::from_secs(20))
+            .await
+    });
+    let store = server.space().store().clone();
+    assert!(
+        wait_until(T, || {
+            let store = store.clone();
+            async move { store.waiter_count() == 1 }
+        })
+        .await
+    );
+    // Let the wait outlast the server's silence limit (this is the scenario, not a sync).
+    tokio::time::sleep(Duration::from_millis(3500).saturating_sub(started.elapsed())).await;
+    assert_eq!(store.waiter_count(), 1, "the waiter is still registered");
+    writer.out(tuple!("hb", 1)).await.unwrap();
+    let got = timeout(T, task).await.unwrap().unwrap().unwrap();
+    assert_eq!(got, Some(tuple!("hb", 1)));
+}
