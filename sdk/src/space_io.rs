@@ -217,9 +217,8 @@ impl Drop for IoThread {
         // the context.
         // SAFETY: the DEALER is a live socket owned by this thread; a null address is
         // libzmq's documented way to stop monitoring.
-        let rc = unsafe {
-            zmq_sys::zmq_socket_monitor(self.dealer.as_mut_ptr(), std::ptr::null(), 0)
-        };
+        let rc =
+            unsafe { zmq_sys::zmq_socket_monitor(self.dealer.as_mut_ptr(), std::ptr::null(), 0) };
         if rc != 0 {
             tracing::warn!("space client: cannot stop the socket monitor");
         }
