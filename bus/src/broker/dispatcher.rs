@@ -14,6 +14,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rustc_hash::FxHashMap;
+
 use super::{sibling_endpoint, BrokerConfig, BrokerError};
 use crate::log::{EventLog, FsyncPolicy, LogOptions, Record};
 use crate::protocol::{
@@ -130,7 +132,7 @@ pub(super) struct Dispatcher {
 
     next_offset: u64,
     last_time_ns: u64,
-    topics: HashMap<Box<[u8]>, TopicState>,
+    topics: FxHashMap<Box<[u8]>, TopicState>,
     /// Subscription prefix -> number of subscriptions (from XPUB_VERBOSER messages).
     subscriptions: HashMap<Vec<u8>, u64>,
     subscription_count: u64,
@@ -237,7 +239,7 @@ impl Dispatcher {
             topics = recovery.last_seq_by_topic.len(),
             "event log open"
         );
-        let mut topics = HashMap::new();
+        let mut topics = FxHashMap::default();
         for (name, seq) in &recovery.last_seq_by_topic {
             let mut state = TopicState::new();
             state.seq = *seq;
@@ -285,7 +287,6 @@ impl Dispatcher {
                 lossy_until: None,
                 slow_timeout: config.slow_consumer_timeout,
                 dropped: 0,
-                buf: Vec::with_capacity(4096),
             },
             doorbell,
             next_offset: recovery.next_offset,
@@ -740,7 +741,15 @@ impl Dispatcher {
     ) -> Result<(u64, u64), crate::log::LogError> {
         let offset = self.next_offset;
         let time_ns = now_ns().max(self.last_time_ns);
-        let seq = self.topics.get(topic.as_bytes()).map_or(0, |t| t.seq) + 1;
+        let topic_bytes = topic.as_bytes();
+        let state = match self.topics.get_mut(topic_bytes) {
+            Some(s) => s,
+            None => self
+                .topics
+                .entry(Box::from(topic_bytes))
+                .or_insert_with(TopicState::new),
+        };
+        let seq = state.seq + 1;
         self.log.append(&Record {
             offset,
             seq,
@@ -750,6 +759,18 @@ impl Dispatcher {
             topic,
             payload,
         })?;
+        state.seq = seq;
+        state.events += 1;
+        if state.fanout_generation != self.subscription_generation {
+            state.fanout = self
+                .subscriptions
+                .iter()
+                .filter(|(prefix, _)| is_prefix_of_event(prefix, topic_bytes))
+                .map(|(_, n)| *n)
+                .sum();
+            state.fanout_generation = self.subscription_generation;
+        }
+        self.events_out += state.fanout;
         self.uncommitted = true;
         self.next_offset += 1;
         self.events_in += 1;
@@ -763,27 +784,6 @@ impl Dispatcher {
                 },
             );
         }
-        let topic = topic.as_bytes();
-        let generation = self.subscription_generation;
-        let state = match self.topics.get_mut(topic) {
-            Some(s) => s,
-            None => self
-                .topics
-                .entry(Box::from(topic))
-                .or_insert_with(TopicState::new),
-        };
-        state.seq = seq;
-        state.events += 1;
-        if state.fanout_generation != generation {
-            state.fanout = self
-                .subscriptions
-                .iter()
-                .filter(|(prefix, _)| is_prefix_of_event(prefix, topic))
-                .map(|(_, n)| *n)
-                .sum();
-            state.fanout_generation = generation;
-        }
-        self.events_out += state.fanout;
         let meta = Meta {
             kind: KIND_EVENT,
             offset,
@@ -791,7 +791,7 @@ impl Dispatcher {
             time_ns,
             content_type,
         };
-        self.egress.send(topic, &meta, payload);
+        self.egress.send(topic_bytes, &meta, payload);
         Ok((offset, seq))
     }
 
@@ -983,8 +983,6 @@ struct Egress {
     slow_timeout: Duration,
     /// Events sent while lossy (a slow subscriber may have missed them).
     dropped: u64,
-    /// Reused for every event frame.
-    buf: Vec<u8>,
 }
 
 impl Egress {
@@ -1001,14 +999,15 @@ impl Egress {
             }
         }
         let len = protocol::event_len(topic.len(), payload.len());
-        self.buf.resize(len, 0);
-        protocol::encode_event_into(&mut self.buf, topic, meta, payload);
-        // Sent from a borrowed slice, so a refused send (EAGAIN: a subscriber's queue is full
-        // under NODROP) can be retried.
+        // Encoded straight into the outgoing message (the one copy of the payload). A refused
+        // send (EAGAIN: a subscriber's queue is full under NODROP) consumes the message, so a
+        // retry encodes it again.
         let mut blocked_since: Option<Instant> = None;
         let mut backoff = Duration::from_micros(20);
         loop {
-            match self.xpub.send(&self.buf[..], zmq::DONTWAIT) {
+            let mut msg = zmq::Message::with_size(len);
+            protocol::encode_event_into(&mut msg, topic, meta, payload);
+            match self.xpub.send(msg, zmq::DONTWAIT) {
                 Ok(()) => break,
                 Err(zmq::Error::EAGAIN) => {
                     let since = *blocked_since.get_or_insert_with(Instant::now);
