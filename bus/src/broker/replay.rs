@@ -48,6 +48,8 @@ const MAX_CREDIT: u32 = 1024;
 const LVC_IDLE_SCAN: usize = 16_384;
 /// Requests read per turn.
 const REQUEST_BATCH: usize = 256;
+/// How long a replay waits for the log to reach an `until` past its flushed end.
+const UNTIL_WAIT: Duration = Duration::from_secs(2);
 /// Name of the cursor file in the data dir.
 pub const CURSORS_FILE: &str = "cursors";
 
@@ -67,6 +69,10 @@ struct Replay {
     sent: u64,
     /// A batch the socket refused (the client's queue is full), to resend first.
     blocked: Option<(u64, Vec<u8>)>,
+    /// `end` lies past what the log had flushed when the replay started (a live event the
+    /// client saw is not flushed yet: the dispatcher sends before it flushes its batch). The
+    /// replay waits for the log to get there until this deadline, then ends where it is.
+    wait_until: Instant,
 }
 
 impl Replay {
@@ -139,6 +145,8 @@ pub(super) struct ReplayService {
     acks: Vec<Peer>,
     cursors_dirty: bool,
     batch: Vec<u8>,
+    /// Batches and ENDs sent so far (progress between turns).
+    sends: u64,
 }
 
 impl ReplayService {
@@ -182,6 +190,7 @@ impl ReplayService {
                 acks: Vec::new(),
                 cursors_dirty: false,
                 batch: Vec::with_capacity(BATCH_BYTES + 64 * 1024),
+                sends: 0,
             },
             real,
         ))
@@ -190,17 +199,17 @@ impl ReplayService {
     /// Serve until the doorbell rings.
     pub(super) fn run(mut self) -> Result<(), BrokerError> {
         let mut last_idle_tail = Instant::now();
+        let mut progressed = false;
         loop {
-            let sendable = self.replays.iter().any(|r| r.credit > 0 || r.done());
-            let timeout = if sendable {
-                let all_blocked = self.replays.iter().all(|r| r.blocked.is_some());
-                if all_blocked {
-                    1
-                } else {
-                    0
-                }
+            // Busy replays: poll without waiting; replays only waiting for the log (or for
+            // credit, or for a full client queue): look again in a millisecond.
+            let can_send = self.replays.iter().any(|r| r.credit > 0 || r.done());
+            let timeout = if !can_send {
+                100 // a request (CREDIT, a new replay) wakes the poll
+            } else if progressed {
+                0
             } else {
-                100
+                1
             };
             let (readable, stop) = {
                 let mut items = [
@@ -224,8 +233,9 @@ impl ReplayService {
             if self.cursors_dirty {
                 self.flush_cursors();
             }
+            progressed = false;
             if !self.replays.is_empty() {
-                self.serve_round();
+                progressed = self.serve_round();
             } else if last_idle_tail.elapsed() >= Duration::from_millis(100) {
                 last_idle_tail = Instant::now();
                 if let Err(e) = self.tail_lvc(LVC_IDLE_SCAN) {
@@ -372,7 +382,7 @@ impl ReplayService {
         }
         let log_end = self.reader.end_offset();
         let first = self.reader.first_offset();
-        let end = req.until.map_or(log_end, |u| u.min(log_end));
+        let end = req.until.unwrap_or(log_end);
         let mut from = req.from;
         if let Some(name) = &req.durable {
             if !protocol::valid_durable_name(name) {
@@ -434,6 +444,7 @@ impl ReplayService {
             credit: req.credit.clamp(1, MAX_CREDIT),
             sent: 0,
             blocked: None,
+            wait_until: Instant::now() + UNTIL_WAIT,
         });
     }
 
@@ -455,7 +466,7 @@ impl ReplayService {
             )),
             // An offset past the end (say, an ack for an event the log lost in a power cut)
             // starts at the end.
-            ReplayFrom::Offset(o) => Ok(o.min(log_end)),
+            ReplayFrom::Offset(o) => Ok(o.min(log_end).max(first)),
             ReplayFrom::TimeNs(t) => self
                 .reader
                 .offset_for_time(t)
@@ -496,7 +507,9 @@ impl ReplayService {
     }
 
     /// One turn: every replay with credit sends at most one batch; finished ones send END.
-    fn serve_round(&mut self) {
+    /// Returns whether anything was sent.
+    fn serve_round(&mut self) -> bool {
+        let sent_before = self.sends;
         let n = self.replays.len();
         for _ in 0..n {
             let Some(mut r) = self.replays.pop_front() else {
@@ -518,6 +531,7 @@ impl ReplayService {
                 }
             }
         }
+        self.sends != sent_before
     }
 
     /// Send `r`'s next batch if it has credit. `Ok(false)`: the replay is over.
@@ -536,7 +550,10 @@ impl ReplayService {
             let end = protocol::encode_replay_end(r.end, r.sent);
             let header = Header::new(Op::ReplayEnd, r.id).encode();
             return match self.send(&r.identity, &header, &[&end]) {
-                Ok(()) => Ok(false),
+                Ok(()) => {
+                    self.sends += 1;
+                    Ok(false)
+                }
                 Err(zmq::Error::EAGAIN) => Ok(true),
                 Err(_) => Ok(false),
             };
@@ -547,6 +564,7 @@ impl ReplayService {
         let mut body = std::mem::take(&mut self.batch);
         body.clear();
         let mut count = 0usize;
+        let before = r.next;
         match &mut r.picks {
             Some(picks) => {
                 while count < BATCH_EVENTS && body.len() < BATCH_BYTES {
@@ -574,9 +592,11 @@ impl ReplayService {
                         }
                     })?;
                     if next == r.next {
-                        // The log's end moved below `end` (cannot happen while the writer
-                        // only grows it): stop here rather than spin.
-                        r.end = r.next;
+                        // `end` is past the flushed log: wait a little for the dispatcher's
+                        // flush, then end here (an `until` beyond the log is clamped).
+                        if Instant::now() >= r.wait_until {
+                            r.end = r.next;
+                        }
                         break;
                     }
                     r.next = next;
@@ -585,6 +605,11 @@ impl ReplayService {
         }
         r.sent += count as u64;
         let progress = r.next;
+        if count == 0 && progress == before && !r.done() {
+            // Waiting for the log to grow: nothing to send, keep the buffer.
+            self.batch = body;
+            return Ok(true);
+        }
         let outcome = self.send_batch(r, progress, body);
         match outcome {
             SendOutcome::Sent => Ok(true),
@@ -602,6 +627,7 @@ impl ReplayService {
         match self.send(&r.identity, &header, &[&p, &body]) {
             Ok(()) => {
                 r.credit -= 1;
+                self.sends += 1;
                 // Keep the buffer for the next batch.
                 if body.capacity() >= self.batch.capacity() {
                     self.batch = body;

@@ -43,6 +43,43 @@ pub struct SubArgs {
     /// none, without `--count`).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
+    /// Replay stored events first, then go live: `beginning`, an offset (`1234`), an RFC 3339
+    /// time (`2024-05-01T12:00:00Z`), a time ago (`-10m`, `-2h`), or `last` (the last event
+    /// of each matching topic).
+    #[arg(long, value_parser = parse_from, allow_hyphen_values = true)]
+    pub from: Option<agora::ReplayFrom>,
+    /// Use the durable subscription NAME: resume after its last acknowledged event (each
+    /// event is acknowledged once printed). A new NAME starts at `--from` (default: now).
+    #[arg(long, value_name = "NAME")]
+    pub durable: Option<String>,
+}
+
+/// Parse `--from`.
+fn parse_from(s: &str) -> Result<agora::ReplayFrom, String> {
+    use agora::ReplayFrom;
+    match s {
+        "beginning" | "start" => return Ok(ReplayFrom::Beginning),
+        "last" => return Ok(ReplayFrom::Last),
+        "end" | "now" => return Ok(ReplayFrom::End),
+        _ => {}
+    }
+    if let Ok(offset) = s.parse::<u64>() {
+        return Ok(ReplayFrom::Offset(offset));
+    }
+    if let Some(ago) = s.strip_prefix('-') {
+        let d = humantime::parse_duration(ago).map_err(|e| format!("bad duration `{ago}`: {e}"))?;
+        let t = std::time::SystemTime::now()
+            .checked_sub(d)
+            .ok_or_else(|| format!("`{s}` is before the epoch"))?;
+        return Ok(ReplayFrom::Time(t));
+    }
+    humantime::parse_rfc3339_weak(s)
+        .map(ReplayFrom::Time)
+        .map_err(|_| {
+            format!(
+                "`{s}` is not `beginning`, `last`, an offset, an RFC 3339 time or `-<duration>`"
+            )
+        })
 }
 
 #[derive(clap::Args, Debug)]
@@ -123,9 +160,22 @@ pub async fn subscribe(broker: &str, args: SubArgs) -> anyhow::Result<Outcome> {
     for f in &args.filters {
         agora::Filter::new(f).with_context(|| format!("bad filter `{f}`"))?;
     }
+    if let Some(name) = &args.durable {
+        if !agora_bus::protocol::valid_durable_name(name) {
+            bail!("bad durable name `{name}`: use 1 to 128 of A-Z a-z 0-9 _ . -");
+        }
+    }
     let client = connect(broker).await?;
     let filters: Vec<&str> = args.filters.iter().map(String::as_str).collect();
-    let mut sub = client.subscribe_raw_any(&filters).await?;
+    let mut sub = match (&args.durable, args.from) {
+        (Some(name), from) => {
+            client
+                .durable_raw_from(name, &filters, from.unwrap_or(agora::ReplayFrom::End))
+                .await?
+        }
+        (None, Some(from)) => client.subscribe_raw_from_any(&filters, from).await?,
+        (None, None) => client.subscribe_raw_any(&filters).await?,
+    };
     let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut seen = 0u64;
     let stdout = std::io::stdout();
@@ -143,9 +193,15 @@ pub async fn subscribe(broker: &str, args: SubArgs) -> anyhow::Result<Outcome> {
         match item {
             Some(Ok(ev)) => {
                 let line = render(&ev, args.format);
-                let mut out = stdout.lock();
-                writeln!(out, "{line}")?;
-                out.flush()?;
+                {
+                    let mut out = stdout.lock();
+                    writeln!(out, "{line}")?;
+                    out.flush()?;
+                }
+                if sub.durable_name().is_some() {
+                    // Printed: done with it. A crash before this line prints it again.
+                    sub.ack(ev.offset()).await?;
+                }
                 seen += 1;
             }
             Some(Err(e @ Error::Gap { .. })) => eprintln!("agora: warning: {e}"),
