@@ -70,6 +70,16 @@ pub enum Op {
     DurableAck = 0x15,
     /// Client → broker: delete a durable subscription's cursor. Frame 1: the name. `Ok`.
     DurableDelete = 0x16,
+    /// Join a queue group: frame 1 the group name (1..=64 bytes of `[A-Za-z0-9_.-]`), frame 2
+    /// a filter. `Ok` once joined; from then on each event matching the filter goes to ONE
+    /// member of the group (round robin over members that can take it), as an
+    /// [`Op::Deliver`] message carrying this request's id. Members must use DEALER sockets.
+    QueueJoin = 0x06,
+    /// Leave a queue group: frame 1 `[join request id u64 LE]`. `Ok`.
+    QueueLeave = 0x07,
+    /// Broker → queue-group member: one event. Frame 1: the event frame (as on the events
+    /// socket). The header's request id is the member's QUEUE_JOIN request id.
+    Deliver = 0x82,
     /// Success reply.
     Ok = 0x80,
     /// Error reply: frames `code` (u16 LE) and `message` (UTF-8).
@@ -85,6 +95,9 @@ impl Op {
             0x03 => Op::Ping,
             0x04 => Op::Stats,
             0x05 => Op::Sync,
+            0x06 => Op::QueueJoin,
+            0x07 => Op::QueueLeave,
+            0x82 => Op::Deliver,
             0x10 => Op::Replay,
             0x11 => Op::ReplayBatch,
             0x12 => Op::ReplayEnd,
@@ -575,6 +588,15 @@ pub fn valid_sync_token(token: &[u8]) -> bool {
         && token
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+}
+
+/// Whether `name` is an acceptable queue group name.
+pub fn valid_group_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// The topic the broker publishes its statistics on, once a second.

@@ -398,6 +398,51 @@ impl Client {
         Ok(RawSubscription::new(id, rx, self.inner.clone(), heal))
     }
 
+    /// Join queue group `group` on `filter`, decoded as `T`: each matching event goes to ONE
+    /// member of the group (round robin among members that have room), so several consumers
+    /// share the work; ordinary subscribers still get every event. Delivery to a member is at
+    /// most once: an event handed to a member that then dies is not redelivered (use the
+    /// tuple space, or a durable subscription, where that matters).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> agora::Result<()> {
+    /// let client = agora::Client::connect("tcp://127.0.0.1:7400").await?;
+    /// let mut work = client.queue_subscribe::<String>("jobs.>", "workers").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn queue_subscribe<T: DeserializeOwned>(
+        &self,
+        filter: &str,
+        group: &str,
+    ) -> Result<Subscription<T>> {
+        Ok(Subscription::new(
+            self.queue_subscribe_raw(filter, group).await?,
+        ))
+    }
+
+    /// [`Client::queue_subscribe`] without decoding.
+    pub async fn queue_subscribe_raw(&self, filter: &str, group: &str) -> Result<RawSubscription> {
+        let filter = Filter::new(filter)?;
+        if !protocol::valid_group_name(group.as_bytes()) {
+            return Err(Error::QueueGroup(group.to_string()));
+        }
+        let id = self.inner.next_subscription.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.inner.options.subscription_buffer.max(1));
+        let (done_tx, done_rx) = oneshot::channel();
+        self.inner
+            .io
+            .send(Command::QueueJoin {
+                id,
+                group: group.to_string(),
+                filter,
+                tx,
+                done: done_tx,
+            })
+            .await?;
+        done_rx.await.map_err(|_| Error::Closed)??;
+        Ok(RawSubscription::new(id, rx, self.inner.clone(), false).without_gap_checks())
+    }
+
     /// Subscribe to `filter` starting from a point in the broker's log, decoded as `T`: the
     /// stored events from `from` on, then live events, with no gap and no duplicate at the
     /// handover (the zguide's Clone pattern: live first, buffered; replay to the end the

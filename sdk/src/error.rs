@@ -104,6 +104,9 @@ pub enum Error {
         /// The broker's request endpoint.
         endpoint: String,
     },
+    /// A queue group name must be 1..=64 bytes of `[A-Za-z0-9_.-]`.
+    #[error("invalid queue group name `{0}`: use 1 to 64 of A-Z a-z 0-9 _ . -")]
+    QueueGroup(String),
     /// `ack` was called on a subscription that is not durable.
     #[error("only durable subscriptions can acknowledge events")]
     NotDurable,

@@ -87,8 +87,26 @@ pub(crate) enum Command {
         tx: mpsc::Sender<Vec<WireEvent>>,
         done: oneshot::Sender<Result<()>>,
     },
-    /// Stop a subscription (its stream was dropped).
+    /// Join a queue group: events matching `filter` are shared among the group's members,
+    /// each going to one. They arrive on the request socket as DELIVER messages. `done` gets
+    /// the broker's answer to the join.
+    QueueJoin {
+        id: u64,
+        group: String,
+        filter: Filter,
+        tx: mpsc::Sender<Vec<WireEvent>>,
+        done: ReplyTx,
+    },
+    /// Stop a subscription or leave a queue group (its stream was dropped).
     Unsubscribe { id: u64 },
+}
+
+/// This client's membership of a queue group, keyed by the join's request id.
+struct GroupMember {
+    sub_id: u64,
+    tx: mpsc::Sender<Vec<WireEvent>>,
+    /// Delivered events the stream has no room for yet.
+    overflow: std::collections::VecDeque<WireEvent>,
 }
 
 /// The handle side: the command channel plus the doorbell.
@@ -181,8 +199,10 @@ pub(crate) fn spawn(
         next_request_id: 1,
         waiting: HashMap::new(),
         subscribers: Vec::new(),
+        members: HashMap::new(),
         syncs: Vec::new(),
         stalled: false,
+        member_backlog: false,
         pending: None,
         request_timeout,
         closing: false,
@@ -215,9 +235,12 @@ struct IoThread {
     /// Callers waiting for a reply, with the time their request was sent.
     waiting: HashMap<u64, (ReplyTx, Instant)>,
     subscribers: Vec<Subscriber>,
+    members: HashMap<u64, GroupMember>,
     syncs: Vec<PendingSync>,
     /// A subscription's channel is full: stop reading events until it drains.
     stalled: bool,
+    /// Queue events are waiting for room in their streams: look again soon.
+    member_backlog: bool,
     /// A request the DEALER refused (its queue is full), to retry before anything else.
     pending: Option<(Header, Vec<Vec<u8>>)>,
     request_timeout: Duration,
@@ -245,6 +268,9 @@ impl IoThread {
             if self.stalled {
                 progressed |= self.retry_batches();
             }
+            if self.member_backlog {
+                self.flush_members();
+            }
             if !self.stalled && self.sub_connected {
                 progressed |= self.read_events();
             }
@@ -265,7 +291,11 @@ impl IoThread {
                 self.parked.store(false, Ordering::SeqCst);
                 continue;
             }
-            let timeout_ms = if self.stalled || self.events_rx.is_some() || !self.syncs.is_empty() {
+            let timeout_ms = if self.stalled
+                || self.member_backlog
+                || self.events_rx.is_some()
+                || !self.syncs.is_empty()
+            {
                 1
             } else {
                 100
@@ -345,6 +375,34 @@ impl IoThread {
                     tx,
                     done,
                 } => self.subscribe(id, filters, tx, done),
+                Command::QueueJoin {
+                    id,
+                    group,
+                    filter,
+                    tx,
+                    done,
+                } => {
+                    let request_id = self.next_request_id;
+                    self.next_request_id += 1;
+                    let header = Header::new(Op::QueueJoin, request_id);
+                    self.waiting.insert(request_id, (done, Instant::now()));
+                    self.members.insert(
+                        request_id,
+                        GroupMember {
+                            sub_id: id,
+                            tx,
+                            overflow: std::collections::VecDeque::new(),
+                        },
+                    );
+                    let frames = vec![
+                        header.encode().to_vec(),
+                        group.into_bytes(),
+                        filter.as_str().as_bytes().to_vec(),
+                    ];
+                    if !self.send_request(header, frames) {
+                        return true;
+                    }
+                }
                 Command::Unsubscribe { id } => self.unsubscribe(id),
             }
         }
@@ -427,6 +485,10 @@ impl IoThread {
                     continue;
                 }
             };
+            if header.op == Op::Deliver as u8 {
+                self.deliver(header.request_id, body);
+                continue;
+            }
             let result = match Op::from_u8(header.op) {
                 Some(Op::Ok) => Ok(body
                     .iter()
@@ -518,7 +580,71 @@ impl IoThread {
         });
     }
 
+    /// A queue group event for one of our memberships.
+    fn deliver(&mut self, join_id: u64, body: &[Vec<u8>]) {
+        let Some(member) = self.members.get_mut(&join_id) else {
+            return; // left the group; the broker learns it from the LEAVE
+        };
+        for frame in body {
+            match protocol::decode_event(frame) {
+                Ok(layout) if std::str::from_utf8(&frame[..layout.topic_len]).is_ok() => {
+                    member.overflow.push_back(WireEvent {
+                        frame: FrameBuf::Owned(frame.clone()),
+                        layout,
+                    })
+                }
+                Ok(_) => tracing::warn!("queue event with a non-UTF-8 topic ignored"),
+                Err(e) => tracing::warn!("unreadable queue event ignored: {e}"),
+            }
+        }
+        self.flush_members();
+    }
+
+    /// Hand delivered queue events to their streams; returns whether any are still waiting.
+    fn flush_members(&mut self) -> bool {
+        let mut gone = Vec::new();
+        let mut waiting = false;
+        for (join_id, m) in &mut self.members {
+            while let Some(ev) = m.overflow.pop_front() {
+                match m.tx.try_send(vec![ev]) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(mut batch)) => {
+                        m.overflow.push_front(batch.remove(0));
+                        waiting = true;
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        gone.push(*join_id);
+                        break;
+                    }
+                }
+            }
+        }
+        for join_id in gone {
+            self.leave(join_id);
+        }
+        self.member_backlog = waiting;
+        waiting
+    }
+
+    /// Leave a queue group (fire-and-forget).
+    fn leave(&mut self, join_id: u64) {
+        if self.members.remove(&join_id).is_some() {
+            let header = Header::new(Op::QueueLeave, 0);
+            let frames = vec![header.encode().to_vec(), join_id.to_le_bytes().to_vec()];
+            self.send_request(header, frames);
+        }
+    }
+
     fn unsubscribe(&mut self, id: u64) {
+        if let Some(join_id) = self
+            .members
+            .iter()
+            .find(|(_, m)| m.sub_id == id)
+            .map(|(j, _)| *j)
+        {
+            return self.leave(join_id);
+        }
         if let Some(i) = self.subscribers.iter().position(|s| s.id == id) {
             let s = self.subscribers.swap_remove(i);
             for prefix in &s.prefixes {

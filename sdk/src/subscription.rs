@@ -173,6 +173,8 @@ pub struct RawSubscription {
     replay: Option<ReplayPhase>,
     heal: Option<Healing>,
     heal_gaps: bool,
+    /// False for queue-group members, which see only their share of each topic.
+    check_gaps: bool,
     healed: u64,
     healed_log: Vec<Healed>,
     durable: Option<String>,
@@ -196,6 +198,7 @@ impl RawSubscription {
             replay: None,
             heal: None,
             heal_gaps,
+            check_gaps: true,
             healed: 0,
             healed_log: Vec::new(),
             durable: None,
@@ -216,6 +219,13 @@ impl RawSubscription {
             live_floor: 0,
         });
         self.durable = durable;
+    }
+
+    /// A queue-group member gets only its share of each topic: sequence jumps are expected.
+    pub(crate) fn without_gap_checks(mut self) -> RawSubscription {
+        self.check_gaps = false;
+        self.heal_gaps = false;
+        self
     }
 
     /// How many missed events were recovered from the broker's log so far.
@@ -256,7 +266,7 @@ impl RawSubscription {
     /// event will carry).
     fn check_gap(&mut self, ev: &WireEvent) -> Option<(Error, u64, u64)> {
         let seq = ev.layout.meta.seq;
-        if seq == 0 {
+        if seq == 0 || !self.check_gaps {
             return None; // unsequenced (broker-internal) event
         }
         let beacon = ev.layout.meta.kind == KIND_BEACON;

@@ -82,6 +82,20 @@ pub(super) struct SpaceEvents {
 /// Topics the space's events are published on.
 pub const SPACE_TOPIC_PREFIX: &str = "$space.";
 
+/// A queue group: events matching `filter` go to one member each, round robin.
+struct QueueGroup {
+    name: String,
+    filter: crate::topic::Filter,
+    /// (identity, join request id)
+    members: Vec<(Vec<u8>, u64)>,
+    next: usize,
+    /// Events no member could take yet (all queues full), oldest first.
+    backlog: std::collections::VecDeque<Vec<u8>>,
+}
+
+/// Events a queue group holds while all its members are full; beyond this the oldest go.
+const GROUP_BACKLOG: usize = 100_000;
+
 /// A confirmed publish waiting for the fsync that covers its offset.
 struct PendingConfirm {
     offset: u64,
@@ -125,6 +139,7 @@ pub(super) struct Dispatcher {
     syncer_thread: Option<std::thread::JoinHandle<Result<(), crate::log::LogError>>>,
     confirms: std::collections::VecDeque<PendingConfirm>,
     pub(super) space_events: Option<SpaceEvents>,
+    groups: Vec<QueueGroup>,
     producers: HashMap<u64, ProducerState>,
     /// Appended since the last commit.
     uncommitted: bool,
@@ -197,6 +212,9 @@ impl Dispatcher {
         doorbell: UnixStream,
     ) -> Result<Dispatcher, BrokerError> {
         let router = ctx.socket(zmq::ROUTER)?;
+        // Unroutable sends fail (EHOSTUNREACH) instead of vanishing: a queue group learns
+        // that a member is gone and gives the event to another.
+        router.set_router_mandatory(true)?;
         router.set_rcvhwm(config.requests_hwm)?;
         router.set_sndhwm(config.requests_hwm)?;
         router.set_linger(1000)?;
@@ -297,6 +315,7 @@ impl Dispatcher {
             syncer_thread,
             confirms: std::collections::VecDeque::new(),
             space_events: None,
+            groups: Vec::new(),
             producers,
             uncommitted: false,
             last_retention: now,
@@ -325,8 +344,13 @@ impl Dispatcher {
         let interval = self.config.stats_interval;
         let mut next_stats = Instant::now() + interval;
         let mut frames: Vec<zmq::Message> = Vec::with_capacity(MAX_FRAMES);
+        // Queue groups holding events back: look again soon even with nothing to read.
+        let mut backlog = false;
         loop {
-            let timeout = next_stats.saturating_duration_since(Instant::now());
+            let mut timeout = next_stats.saturating_duration_since(Instant::now());
+            if backlog {
+                timeout = timeout.min(Duration::from_millis(1));
+            }
             let space_fd = self.space_events.as_ref().map(|s| s.bell.as_raw_fd());
             let (requests_ready, subs_ready, stop, durable, space_ready) = {
                 let mut items = [
@@ -364,6 +388,7 @@ impl Dispatcher {
             if space_ready {
                 self.drain_space_events();
             }
+            backlog = self.flush_group_backlogs();
             if self.uncommitted {
                 self.commit();
             }
@@ -630,7 +655,50 @@ impl Dispatcher {
                 self.error_reply(&reply, ErrorCode::BadRequest, &msg);
                 Ok(())
             }
-            Op::Ok | Op::Error => {
+            Op::QueueJoin => expect(2).and_then(|()| {
+                let name: &[u8] = &body[0];
+                if !protocol::valid_group_name(name) {
+                    return Err(ProtocolError::BadRequest(
+                        "queue group name must be 1..=64 bytes of [A-Za-z0-9_.-]".into(),
+                    ));
+                }
+                let filter = std::str::from_utf8(&body[1])
+                    .map_err(|_| ProtocolError::BadRequest("filter is not UTF-8".into()))?;
+                let filter = crate::topic::Filter::new(filter)
+                    .map_err(|e| ProtocolError::BadRequest(e.to_string()))?;
+                let name = String::from_utf8_lossy(name).into_owned();
+                let member = (reply.identity.to_vec(), reply.request_id);
+                match self
+                    .groups
+                    .iter_mut()
+                    .find(|g| g.name == name && g.filter.as_str() == filter.as_str())
+                {
+                    Some(g) => g.members.push(member),
+                    None => self.groups.push(QueueGroup {
+                        name,
+                        filter,
+                        members: vec![member],
+                        next: 0,
+                        backlog: std::collections::VecDeque::new(),
+                    }),
+                }
+                self.ok_reply(&reply, &[]);
+                Ok(())
+            }),
+            Op::QueueLeave => expect(1).and_then(|()| {
+                let id: [u8; 8] = body[0][..]
+                    .try_into()
+                    .map_err(|_| ProtocolError::BadRequest("join id must be 8 bytes".into()))?;
+                let id = u64::from_le_bytes(id);
+                for g in &mut self.groups {
+                    g.members
+                        .retain(|(who, join)| !(who == reply.identity && *join == id));
+                }
+                self.groups.retain(|g| !g.members.is_empty());
+                self.ok_reply(&reply, &[]);
+                Ok(())
+            }),
+            Op::Deliver | Op::Ok | Op::Error => {
                 let msg = format!("op {op:?} is a reply, not a request");
                 self.error_reply(&reply, ErrorCode::BadRequest, &msg);
                 Ok(())
@@ -792,7 +860,57 @@ impl Dispatcher {
             content_type,
         };
         self.egress.send(topic_bytes, &meta, payload);
+        if !self.groups.is_empty() {
+            self.deliver_to_groups(topic, &meta, payload);
+        }
         Ok((offset, seq))
+    }
+
+    /// Give the event to one member of each queue group whose filter matches.
+    fn deliver_to_groups(&mut self, topic: &str, meta: &Meta, payload: &[u8]) {
+        let mut frame: Option<Vec<u8>> = None;
+        for g in 0..self.groups.len() {
+            if !self.groups[g].filter.matches(topic) {
+                continue;
+            }
+            let frame = frame
+                .get_or_insert_with(|| protocol::encode_event(topic.as_bytes(), meta, payload))
+                .clone();
+            let group = &mut self.groups[g];
+            if group.backlog.is_empty() {
+                if let Some(rejected) = offer(&self.router, group, frame) {
+                    group.backlog.push_back(rejected);
+                }
+            } else {
+                group.backlog.push_back(frame);
+            }
+            if group.backlog.len() > GROUP_BACKLOG {
+                group.backlog.pop_front();
+                self.egress.dropped += 1;
+            }
+        }
+        self.groups
+            .retain(|g| !g.members.is_empty() || !g.backlog.is_empty());
+    }
+
+    /// Retry the events queue groups hold back; returns whether any remain.
+    fn flush_group_backlogs(&mut self) -> bool {
+        let mut left = false;
+        for group in &mut self.groups {
+            while let Some(frame) = group.backlog.pop_front() {
+                if group.members.is_empty() {
+                    group.backlog.clear();
+                    break;
+                }
+                if let Some(rejected) = offer(&self.router, group, frame) {
+                    group.backlog.push_front(rejected);
+                    break;
+                }
+            }
+            left |= !group.backlog.is_empty();
+        }
+        self.groups.retain(|g| !g.members.is_empty());
+        left
     }
 
     /// Answer a producer's retry of an event it already published. A confirmed retry is
@@ -942,6 +1060,37 @@ impl Dispatcher {
             tracing::debug!("reply not sent: {e}");
         }
     }
+}
+
+/// Hand an event frame to the next member of `group` that can take it. Members that are
+/// gone are removed; full ones are skipped. Returns the frame if nobody could take it.
+fn offer(router: &zmq::Socket, group: &mut QueueGroup, frame: Vec<u8>) -> Option<Vec<u8>> {
+    let mut tries = group.members.len();
+    while tries > 0 && !group.members.is_empty() {
+        tries -= 1;
+        let i = group.next % group.members.len();
+        let (identity, join_id) = &group.members[i];
+        let header = Header::new(Op::Deliver, *join_id).encode();
+        match router.send(&identity[..], zmq::SNDMORE | zmq::DONTWAIT) {
+            Ok(()) => {
+                // Routable and not full: the rest of the message goes through.
+                let r = router
+                    .send(&header[..], zmq::SNDMORE)
+                    .and_then(|()| router.send(&frame[..], 0));
+                if let Err(e) = r {
+                    tracing::warn!("queue delivery failed mid-message: {e}");
+                }
+                group.next = i + 1;
+                return None;
+            }
+            Err(zmq::Error::EHOSTUNREACH) => {
+                tracing::info!(group = %group.name, "queue group member gone");
+                group.members.remove(i);
+            }
+            Err(_) => group.next = i + 1, // full: try the next member
+        }
+    }
+    Some(frame)
 }
 
 /// Whether a SUB subscription `prefix` matches the event frame for `topic` (which starts with
