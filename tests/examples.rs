@@ -351,3 +351,42 @@ async fn sensor_dashboard_filters_and_durable_catch_up() {
         "back online, the dashboard got exactly what it missed, then live events"
     );
 }
+
+#[path = "../examples/competing_consumers.rs"]
+mod competing_consumers;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn competing_consumers_share_while_fan_out_sees_all() {
+    let broker = TestBroker::start();
+    let (jobs, workers) = (30u32, 3);
+    let out = within(competing_consumers::run(
+        &broker.endpoint(),
+        jobs as usize,
+        workers,
+        Duration::ZERO,
+    ))
+    .await;
+    let all: Vec<u32> = (0..jobs).collect();
+    // The queue group: every job done exactly once, by some worker; everyone got a share.
+    let mut done: Vec<u32> = out.per_worker.iter().flatten().copied().collect();
+    done.sort_unstable();
+    assert_eq!(done, all, "each job went to exactly one worker");
+    assert!(
+        out.per_worker.iter().all(|w| !w.is_empty()),
+        "round robin gives every worker a share: {:?}",
+        out.per_worker
+    );
+    // The reports agree with what each worker says it did.
+    let mut reported = out.done.clone();
+    reported.sort_unstable();
+    let mut claimed: Vec<(u32, usize)> = out
+        .per_worker
+        .iter()
+        .enumerate()
+        .flat_map(|(w, ids)| ids.iter().map(move |id| (*id, w)))
+        .collect();
+    claimed.sort_unstable();
+    assert_eq!(reported, claimed);
+    // Fan-out: each plain subscriber saw every job, in publish order.
+    assert_eq!(out.fan_out, vec![all.clone(), all]);
+}
