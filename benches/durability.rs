@@ -9,7 +9,7 @@
 //!
 //! Run: `cargo bench --bench durability`. `AGORA_BENCH_EVENTS=N` changes the fire-and-forget
 //! and replay counts (default 1,000,000); `AGORA_BENCH_CONFIRMED=N` the confirmed count
-//! (default 100,000), `AGORA_BENCH_TASKS=N` the concurrent confirmed publishers (default 256).
+//! (default 400,000), `AGORA_BENCH_TASKS=N` the concurrent confirmed publishers (default 4096).
 
 use std::time::{Duration, Instant};
 
@@ -103,8 +103,8 @@ async fn replay(n: u64) -> f64 {
 
 fn main() {
     let events = env_u64("AGORA_BENCH_EVENTS", 1_000_000);
-    let confirmed_n = env_u64("AGORA_BENCH_CONFIRMED", 100_000);
-    let tasks = env_u64("AGORA_BENCH_TASKS", 256).max(1);
+    let confirmed_n = env_u64("AGORA_BENCH_CONFIRMED", 400_000);
+    let tasks = env_u64("AGORA_BENCH_TASKS", 4096).max(1);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
