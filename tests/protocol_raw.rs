@@ -407,7 +407,7 @@ fn garbage_gets_error_replies_and_the_broker_keeps_serving() {
         (vec![wrong_version], 31, E_UNSUPPORTED_VERSION),
         (vec![header(0x7f, 0, 0, 34)], 34, E_UNKNOWN_OP),
         (vec![header(0x00, 0, 0, 35)], 35, E_UNKNOWN_OP),
-        (vec![header(0x06, 0, 0, 36)], 36, E_UNKNOWN_OP),
+        (vec![header(0x0f, 0, 0, 36)], 36, E_UNKNOWN_OP),
         // Publish framing: one frame, topic ended by a NUL.
         (vec![header(OP_PUBLISH, FLAG_ACK, 0, 40)], 40, E_BAD_TOPIC),
         (vec![pubf(41, b"ok.t", b"p"), v(b"extra")], 41, E_MALFORMED),
@@ -750,4 +750,72 @@ fn idempotent_producers_confirms_and_offsets_across_a_restart() {
     );
     let r = request(&d, &[&producer_frame(FLAG_ACK, 11, p, 3, b"idem.t")]);
     assert_eq!(ack(&r, 11), (3, 4));
+}
+
+#[test]
+fn queue_group_join_deliver_and_leave() {
+    const OP_QUEUE_JOIN: u8 = 0x06;
+    const OP_QUEUE_LEAVE: u8 = 0x07;
+    const OP_DELIVER: u8 = 0x82;
+    let broker = TestBroker::start();
+    let ctx = zmq::Context::new();
+    let ep = broker.endpoint();
+    let members = [dealer(&ctx, &ep), dealer(&ctx, &ep)];
+    for (i, m) in members.iter().enumerate() {
+        let id = 100 + i as u64;
+        let reply = request(
+            m,
+            &[&header(OP_QUEUE_JOIN, 0, 0, id), b"workers", b"jobs.>"],
+        );
+        assert_eq!(reply, vec![header(OP_OK, 0, 0, id)]);
+    }
+    // A bad group name is BAD_REQUEST.
+    let reply = request(
+        &members[0],
+        &[&header(OP_QUEUE_JOIN, 0, 0, 7), b"no spaces", b"a"],
+    );
+    assert_error(&reply, 7, E_BAD_REQUEST);
+
+    let publisher = dealer(&ctx, &ep);
+    for i in 0..4u8 {
+        let reply = request(
+            &publisher,
+            &[&publish_frame(FLAG_ACK, CT_RAW, 1, b"jobs.a", &[i])],
+        );
+        assert_eq!(reply[0][1], OP_OK);
+    }
+    // Round robin: each member gets two DELIVER messages carrying its join id and the event
+    // frame `topic ‖ 0 ‖ meta(32) ‖ payload`.
+    let mut payloads = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        for _ in 0..2 {
+            let msg = recv(m);
+            assert_eq!(msg.len(), 2);
+            assert_eq!(msg[0], header(OP_DELIVER, 0, 0, 100 + i as u64));
+            let frame = &msg[1];
+            assert_eq!(&frame[..7], b"jobs.a\0");
+            assert_eq!(frame.len(), 7 + 32 + 1);
+            payloads.push(frame[39]);
+        }
+    }
+    payloads.sort();
+    assert_eq!(payloads, vec![0, 1, 2, 3]);
+
+    // After QUEUE_LEAVE the other member gets everything.
+    let reply = request(
+        &members[0],
+        &[&header(OP_QUEUE_LEAVE, 0, 0, 9), &100u64.to_le_bytes()],
+    );
+    assert_eq!(reply, vec![header(OP_OK, 0, 0, 9)]);
+    for i in 10..12u8 {
+        request(
+            &publisher,
+            &[&publish_frame(FLAG_ACK, CT_RAW, 1, b"jobs.a", &[i])],
+        );
+    }
+    for i in 10..12u8 {
+        let msg = recv(&members[1]);
+        assert_eq!(msg[0], header(OP_DELIVER, 0, 0, 101));
+        assert_eq!(msg[1][39], i);
+    }
 }

@@ -2,69 +2,15 @@
 //! confirmed publishes are in flight, restart, and check the log.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use agora::{Client, ClientOptions};
 use agora_bus::log::{EventLog, LogOptions};
-
-/// A broker child process on a fixed request endpoint with a given data dir.
-struct BrokerProcess {
-    child: Child,
-    endpoint: String,
-}
-
-impl BrokerProcess {
-    /// Start `agora-broker` and wait for its ready line. `listen` may use port `*`.
-    fn start(listen: &str, data: &Path, extra: &[&str]) -> BrokerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_agora-broker"))
-            .args(["--listen", listen, "--data"])
-            .arg(data)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("broker starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("ready line");
-        let endpoint = line
-            .trim()
-            .strip_prefix("agora-broker ready: ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        BrokerProcess { child, endpoint }
-    }
-
-    fn kill9(&mut self) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A free loopback port, found by binding a socket to port 0 and releasing it.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{free_port, BrokerProcess};
 
 /// Every record in the log under `data`, in offset order.
 fn read_log(data: &Path) -> Vec<agora_bus::log::OwnedRecord> {
@@ -176,8 +122,7 @@ fn a_retried_confirmed_publish_is_stored_once() {
         dealer.send(&f[..], 0).unwrap();
         let reply = dealer.recv_multipart(0).unwrap();
         assert_eq!(reply[0][1], 0x80, "ok reply");
-        let offset = u64::from_le_bytes(reply[1][..8].try_into().unwrap());
-        offset
+        u64::from_le_bytes(reply[1][..8].try_into().unwrap())
     };
     let first = send(1, 1);
     let again = send(2, 1);
