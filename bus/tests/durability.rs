@@ -143,3 +143,64 @@ fn a_retried_confirmed_publish_is_stored_once() {
     assert_eq!(records[0].producer, Some((42, 1)));
     assert_eq!(records[1].producer, Some((42, 2)));
 }
+
+#[test]
+fn kill_9_loses_no_confirmed_tuple() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("tcp://127.0.0.1:{port}");
+    let mut broker = BrokerProcess::start(&listen, dir.path(), &["--fsync", "every 5ms"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let confirmed: Arc<Mutex<Vec<(u32, u32)>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for p in 0..2u32 {
+        let endpoint = broker.endpoint.clone();
+        let confirmed = confirmed.clone();
+        tasks.push(rt.spawn(async move {
+            let client = Client::connect(&endpoint).await.unwrap();
+            let space = client.space().unwrap();
+            for n in 0u32.. {
+                // `out` returns once the tuple is in the space's write-ahead log on disk.
+                match tokio::time::timeout(Duration::from_secs(2), space.out(("t", p, n))).await {
+                    Ok(Ok(())) => confirmed.lock().unwrap().push((p, n)),
+                    _ => return, // the broker is gone
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while confirmed.lock().unwrap().len() < 200 {
+        assert!(Instant::now() < deadline, "outs made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    broker.kill9();
+    for t in tasks {
+        rt.block_on(t).unwrap();
+    }
+    let confirmed = confirmed.lock().unwrap().clone();
+
+    let broker = BrokerProcess::start(&listen, dir.path(), &[]);
+    rt.block_on(async {
+        let client = Client::connect(&broker.endpoint).await.unwrap();
+        let space = client.space().unwrap();
+        let template = agora::parse_template(r#"("t", ?int, ?int)"#).unwrap();
+        let stored = space.dump(Some(&template)).await.unwrap();
+        let mut count: HashMap<(u32, u32), usize> = HashMap::new();
+        for t in &stored {
+            let (_, p, n): (String, u32, u32) = agora::from_tuple(t).unwrap();
+            *count.entry((p, n)).or_default() += 1;
+        }
+        assert!(count.values().all(|&c| c == 1), "a tuple is stored twice");
+        for key in &confirmed {
+            assert_eq!(
+                count.get(key),
+                Some(&1),
+                "confirmed tuple {key:?} lost by kill -9"
+            );
+        }
+        // The space still serves: take one of the survivors.
+        let (p, n) = confirmed[0];
+        let exact = agora::parse_template(&format!(r#"("t", {p}, {n})"#)).unwrap();
+        assert!(space.try_take(&exact).await.unwrap().is_some());
+    });
+}
