@@ -1,6 +1,6 @@
 //! Errors of the store, the in-process [`Space`](crate::space::Space), the wire protocol and
 //! the ZeroMQ service. One enum callers can match; wire-level problems keep their
-//! [`ErrorCode`](crate::protocol::ErrorCode) so a server can send them back as error replies.
+//! [`protocol::ErrorCode`](crate::protocol::ErrorCode) so a server can send them back as error replies.
 
 use crate::protocol::ErrorCode;
 use crate::store::ReservationId;

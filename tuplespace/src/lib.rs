@@ -7,7 +7,7 @@
 //!
 //! # Layout
 //!
-//! * The model: [`value`] ([`Value`], [`Tuple`]), [`template`] ([`Template`], [`Field`],
+//! * The model: [`value`] ([`Value`], [`Tuple`]), [`template`](mod@template) ([`Template`], [`Field`],
 //!   [`Kind`]: actual values, `?int` formals, `_`, ranges, regex, nesting), [`parse`] (the text
 //!   syntax `("job", ?int, _)` with caret errors), [`macros`] (`tuple!`, `template!`),
 //!   [`convert`] (CBOR, serde and JSON bridges). docs/TEMPLATES.md has the grammar.

@@ -2,7 +2,7 @@
 //!
 //! * [`BrokerConfig`]: endpoints, limits, data dir.
 //! * [`Broker::start`] binds the sockets (so the caller learns the real endpoints, including
-//!   ephemeral ports), then hands them to the dispatcher thread ([`dispatcher`]).
+//!   ephemeral ports), then hands them to the dispatcher thread (`dispatcher.rs`).
 //! * [`Broker::shutdown`] rings a doorbell the dispatcher polls; it stops accepting, flushes
 //!   and returns.
 //!
