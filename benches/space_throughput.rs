@@ -15,7 +15,8 @@
 //! `take(("bench-<client>", ?int))` (its CONFIRM is fire-and-forget). Latency is per pair;
 //! ops/s counts the out and the take. Run: `cargo bench --bench space_throughput`
 //! (`AGORA_BENCH_SECS=N` sets each measurement's length, default 2; `AGORA_BENCH_AGED=N` the
-//! aged space's size). Without `--bench` (`cargo test --benches`) it runs a quick smoke pass.
+//! aged space's size, 0 skips the aged pass; `AGORA_BENCH_SERVERS=memory,nofsync,fsync` picks
+//! the servers). Without `--bench` (`cargo test --benches`) it runs a quick smoke pass.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,6 +88,15 @@ impl Kind {
             Kind::WalEvery5ms => "broker, WAL fsync 5ms",
             Kind::WalNoFsync => "broker, WAL no fsync",
             Kind::Memory => "memory only (no WAL)",
+        }
+    }
+
+    /// The name `AGORA_BENCH_SERVERS` knows it by.
+    fn key(self) -> &'static str {
+        match self {
+            Kind::WalEvery5ms => "fsync",
+            Kind::WalNoFsync => "nofsync",
+            Kind::Memory => "memory",
         }
     }
 }
@@ -307,10 +317,17 @@ fn main() {
         "{:<24} {:<10} {:<18} {:>10} {:>10} {:>9} {:>9}",
         "server", "space", "clients", "pairs/s", "ops/s", "p50 µs", "p99 µs"
     );
-    for kind in [Kind::Memory, Kind::WalNoFsync, Kind::WalEvery5ms] {
+    let servers = std::env::var("AGORA_BENCH_SERVERS").unwrap_or_default();
+    let kinds = [Kind::Memory, Kind::WalNoFsync, Kind::WalEvery5ms]
+        .into_iter()
+        .filter(|k| servers.is_empty() || servers.split(',').any(|s| s.trim() == k.key()));
+    for kind in kinds {
         let target = Target::start(kind);
         let ep = target.endpoint();
         for aged in [false, true] {
+            if aged && scale.aged == 0 {
+                continue;
+            }
             let label = if aged {
                 let took = age(target.space(), scale.aged);
                 eprintln!(
