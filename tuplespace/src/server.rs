@@ -182,6 +182,7 @@ impl SpaceServer {
             deadlines: BinaryHeap::new(),
             last_seen: HashMap::new(),
             next_sweep: Instant::now(),
+            next_tick: Instant::now(),
             acks: VecDeque::new(),
         };
         let thread = std::thread::Builder::new()
@@ -265,6 +266,8 @@ struct Worker {
     /// Last time each client with blocked requests was heard from.
     last_seen: HashMap<Vec<u8>, Instant>,
     next_sweep: Instant,
+    /// Lease deadlines are handled no earlier than this (see [`TICK_EVERY`]).
+    next_tick: Instant,
     /// `OUT` replies waiting for the journal to make them durable: (journal position, where,
     /// request id), in position order.
     acks: VecDeque<(u64, Route, u64)>,
@@ -272,6 +275,8 @@ struct Worker {
 
 /// Most messages handled per poll wake-up before deliveries and timers get a turn.
 const BATCH: usize = 512;
+/// Lease expiry (tuples and reservations) is checked at most this often.
+const TICK_EVERY: Duration = Duration::from_millis(1);
 /// How often dead clients are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
@@ -284,7 +289,8 @@ impl Worker {
                 wake = wake.min(*d);
             }
             if let Some(d) = self.space.store().next_deadline() {
-                wake = wake.min(d);
+                // Not before the next allowed tick (a stale deadline must not make it spin).
+                wake = wake.min(d.max(self.next_tick));
             }
             let mut timeout_ms = wake.saturating_duration_since(now).as_millis().min(1000) as i64;
             if !self.acks.is_empty() {
@@ -657,7 +663,10 @@ impl Worker {
             }
             // Otherwise it was served just in time; the delivery is answered normally.
         }
-        if self.space.store().next_deadline().is_some_and(|d| d <= now) {
+        if now >= self.next_tick && self.space.store().next_deadline().is_some_and(|d| d <= now) {
+            // Confirmed reservations leave stale deadlines behind, so under load one passes
+            // all the time: tick (a walk over the shards) at most once per TICK_EVERY.
+            self.next_tick = now + TICK_EVERY;
             self.space.store().tick(now);
             self.flush_deliveries();
         }
