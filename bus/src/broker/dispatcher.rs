@@ -29,6 +29,9 @@ use crate::topic::{validate_topic, MAX_TOPIC_LEN};
 const REQUEST_BATCH: usize = 4096;
 /// The most frames a request may have; more is malformed (and is not buffered).
 const MAX_FRAMES: usize = 8;
+/// How long appended fire-and-forget events may sit in the log's buffer before they are
+/// pushed to the OS (and become visible to replays).
+const COMMIT_INTERVAL: Duration = Duration::from_millis(1);
 /// Offset carried by events that are not in the log (the broker's own `$sys` events).
 pub const UNLOGGED_OFFSET: u64 = u64::MAX;
 
@@ -143,6 +146,7 @@ pub(super) struct Dispatcher {
     producers: HashMap<u64, ProducerState>,
     /// Appended since the last commit.
     uncommitted: bool,
+    last_commit: Instant,
     last_retention: Instant,
 
     next_offset: u64,
@@ -318,6 +322,7 @@ impl Dispatcher {
             groups: Vec::new(),
             producers,
             uncommitted: false,
+            last_commit: now,
             last_retention: now,
             subscriptions: HashMap::new(),
             subscription_count: 0,
@@ -348,7 +353,7 @@ impl Dispatcher {
         let mut backlog = false;
         loop {
             let mut timeout = next_stats.saturating_duration_since(Instant::now());
-            if backlog {
+            if backlog || self.uncommitted {
                 timeout = timeout.min(Duration::from_millis(1));
             }
             let space_fd = self.space_events.as_ref().map(|s| s.bell.as_raw_fd());
@@ -389,7 +394,12 @@ impl Dispatcher {
                 self.drain_space_events();
             }
             backlog = self.flush_group_backlogs();
-            if self.uncommitted {
+            // Confirmed publishes are committed at once; fire-and-forget traffic is pushed to
+            // the OS at most every COMMIT_INTERVAL, so a busy broker does not pay a write and
+            // a syncer wake-up per small batch.
+            if self.uncommitted
+                && (!self.confirms.is_empty() || self.last_commit.elapsed() >= COMMIT_INTERVAL)
+            {
                 self.commit();
             }
             if durable {
@@ -441,6 +451,7 @@ impl Dispatcher {
     /// is flushed is as durable as it gets, so confirms go out now.
     fn commit(&mut self) {
         self.uncommitted = false;
+        self.last_commit = Instant::now();
         match self.log.commit() {
             Ok(flushed) => {
                 if self.config.fsync == FsyncPolicy::Never {
@@ -1021,6 +1032,11 @@ impl Dispatcher {
                 content_type: ContentType::Raw as u8,
             };
             self.egress.send(topic, &meta, &[]);
+            eprintln!(
+                "H9D beacon seq={} lossy={}",
+                state.seq,
+                self.egress.lossy_until.is_some()
+            );
             if self.egress.lossy_until.is_none() {
                 state.beaconed_seq = state.seq;
             }
