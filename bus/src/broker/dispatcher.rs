@@ -1032,11 +1032,6 @@ impl Dispatcher {
                 content_type: ContentType::Raw as u8,
             };
             self.egress.send(topic, &meta, &[]);
-            eprintln!(
-                "H9D beacon seq={} lossy={}",
-                state.seq,
-                self.egress.lossy_until.is_some()
-            );
             if self.egress.lossy_until.is_none() {
                 state.beaconed_seq = state.seq;
             }
