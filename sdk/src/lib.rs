@@ -23,24 +23,39 @@
 //!
 //! # Example
 //!
-//! ```no_run
+//! This example runs as it is: it starts a broker in-process (what `agora-broker` runs) on an
+//! ephemeral port; an app would connect to `tcp://127.0.0.1:7400` instead.
+//!
+//! ```
 //! use futures_util::StreamExt;
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Serialize, Deserialize, Debug)]
+//! #[derive(Serialize, Deserialize, Debug, PartialEq)]
 //! struct Order { id: u64, item: String }
 //!
-//! # async fn demo() -> agora::Result<()> {
-//! let client = agora::Client::connect("tcp://127.0.0.1:7400").await?;
-//! let mut orders = client.subscribe::<Order>("shop.orders.>").await?;
-//! client.publish("shop.orders.eu", &Order { id: 1, item: "tea".into() }).await?;
-//! while let Some(item) = orders.next().await {
-//!     match item {
-//!         Ok(ev) => println!("{} offset={} {:?}", ev.topic, ev.offset, ev.payload),
-//!         Err(e) => eprintln!("{e}"), // a gap or an event that is not an Order
-//!     }
-//! }
-//! # Ok(()) }
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let config = agora_bus::broker::BrokerConfig::ephemeral(dir.path());
+//! # let broker = agora_bus::broker::Broker::start(config).unwrap();
+//! # let endpoint = broker.endpoint().to_string();
+//! let rt = tokio::runtime::Runtime::new().unwrap();
+//! rt.block_on(async {
+//!     let client = agora::Client::connect(&endpoint).await?;
+//!
+//!     // Events: subscribe with a filter, publish typed values.
+//!     let mut orders = client.subscribe::<Order>("shop.orders.>").await?;
+//!     client.publish("shop.orders.eu", &Order { id: 1, item: "tea".into() }).await?;
+//!     let event = orders.next().await.expect("an event")?;
+//!     assert_eq!(event.topic, "shop.orders.eu");
+//!     assert_eq!(event.payload, Order { id: 1, item: "tea".into() });
+//!
+//!     // The tuple space: out, then take (Linda's `in`) with a template.
+//!     let space = client.space()?;
+//!     space.out(agora::tuple!("job", 42)).await?;
+//!     let job = space.take(&agora::template!("job", ?int)).await?;
+//!     assert_eq!(job, agora::tuple!("job", 42));
+//!     Ok::<(), agora::Error>(())
+//! })?;
+//! # Ok::<(), agora::Error>(())
 //! ```
 
 mod client;
