@@ -184,6 +184,7 @@ impl SpaceServer {
             next_sweep: Instant::now(),
             next_tick: Instant::now(),
             acks: VecDeque::new(),
+            outbox: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("agora-space".into())
@@ -271,10 +272,15 @@ struct Worker {
     /// `OUT` replies waiting for the journal to make them durable: (journal position, where,
     /// request id), in position order.
     acks: VecDeque<(u64, Route, u64)>,
+    /// Replies of this loop turn, sent together at its end: (request id, frames).
+    outbox: Vec<(u64, Vec<Vec<u8>>)>,
 }
 
 /// Most messages handled per poll wake-up before deliveries and timers get a turn.
 const BATCH: usize = 512;
+/// Replies queued before they are sent even in the middle of a batch (bounds the delay a
+/// long batch adds to its first replies).
+const OUTBOX_FLUSH: usize = 64;
 /// Lease expiry (tuples and reservations) is checked at most this often.
 const TICK_EVERY: Duration = Duration::from_millis(1);
 /// How often dead clients are looked for.
@@ -322,7 +328,12 @@ impl Worker {
             if router_ready {
                 for _ in 0..BATCH {
                     match self.router.recv_multipart(zmq::DONTWAIT) {
-                        Ok(frames) => self.handle(frames),
+                        Ok(frames) => {
+                            self.handle(frames);
+                            if self.outbox.len() >= OUTBOX_FLUSH {
+                                self.flush_outbox();
+                            }
+                        }
                         Err(zmq::Error::EAGAIN) => break,
                         Err(e) => {
                             tracing::warn!("space server: recv failed: {e}");
@@ -335,6 +346,7 @@ impl Worker {
             self.flush_deliveries();
             self.flush_acks();
             self.timers(Instant::now());
+            self.flush_outbox();
         }
         self.close();
     }
@@ -372,21 +384,32 @@ impl Worker {
             }
         }
         self.pending.clear();
+        self.flush_outbox();
     }
 
-    fn send(&self, route: &Route, reply: &Reply, request_id: u64) {
+    /// Queues a reply; [`Worker::flush_outbox`] sends it at the end of the loop turn.
+    fn send(&mut self, route: &Route, reply: &Reply, request_id: u64) {
         let mut frames: Vec<Vec<u8>> = Vec::with_capacity(5);
         frames.push(route.identity.clone());
         if route.delimiter {
             frames.push(Vec::new());
         }
         frames.extend(reply.encode(request_id));
-        if let Err(e) = self.router.send_multipart(frames, zmq::DONTWAIT) {
-            tracing::debug!("space server: reply to request {request_id} not sent: {e}");
+        self.outbox.push((request_id, frames));
+    }
+
+    /// Sends the queued replies, in order. Sending them together after a batch of requests
+    /// (rather than one by one between them) lets libzmq's I/O thread wake once for the
+    /// lot instead of racing the loop message by message.
+    fn flush_outbox(&mut self) {
+        for (request_id, frames) in self.outbox.drain(..) {
+            if let Err(e) = self.router.send_multipart(frames, zmq::DONTWAIT) {
+                tracing::debug!("space server: reply to request {request_id} not sent: {e}");
+            }
         }
     }
 
-    fn error(&self, route: &Route, request_id: u64, code: ErrorCode, message: String) {
+    fn error(&mut self, route: &Route, request_id: u64, code: ErrorCode, message: String) {
         tracing::debug!("space server: error reply {code:?}: {message}");
         self.send(route, &Reply::Error { code, message }, request_id);
     }
