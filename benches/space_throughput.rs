@@ -16,7 +16,8 @@
 //! ops/s counts the out and the take. Run: `cargo bench --bench space_throughput`
 //! (`AGORA_BENCH_SECS=N` sets each measurement's length, default 2; `AGORA_BENCH_AGED=N` the
 //! aged space's size, 0 skips the aged pass; `AGORA_BENCH_SERVERS=memory,nofsync,fsync` picks
-//! the servers). Without `--bench` (`cargo test --benches`) it runs a quick smoke pass.
+//! the servers, `AGORA_BENCH_ROWS=seq,join,8,8x16,1x64` the rows). Without `--bench`
+//! (`cargo test --benches`) it runs a quick smoke pass.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -277,6 +278,60 @@ fn row(config: &str, space: &str, what: &str, mut f: Figures) -> f64 {
     micros(p50)
 }
 
+/// One line of the table per server and space: how many clients, how many pairs each keeps
+/// in flight, and whether a pair's two requests leave together (`join!`).
+struct RowSpec {
+    /// The name `AGORA_BENCH_ROWS` knows it by.
+    key: &'static str,
+    label: &'static str,
+    clients: usize,
+    inflight: usize,
+    joined: bool,
+}
+
+const ROWS: &[RowSpec] = &[
+    RowSpec {
+        key: "seq",
+        label: "1 sequential",
+        clients: 1,
+        inflight: 1,
+        joined: false,
+    },
+    RowSpec {
+        key: "join",
+        label: "1 join!(out,take)",
+        clients: 1,
+        inflight: 1,
+        joined: true,
+    },
+    RowSpec {
+        key: "8",
+        label: "8",
+        clients: 8,
+        inflight: 1,
+        joined: false,
+    },
+    RowSpec {
+        key: "8x16",
+        label: "8 x 16 in flight",
+        clients: 8,
+        inflight: 16,
+        joined: false,
+    },
+    RowSpec {
+        key: "1x64",
+        label: "1 x 64 join!",
+        clients: 1,
+        inflight: 64,
+        joined: true,
+    },
+];
+
+/// `list` (comma-separated, from the environment) is empty or names `key`.
+fn wanted(list: &str, key: &str) -> bool {
+    list.is_empty() || list.split(',').any(|s| s.trim() == key)
+}
+
 fn env_f64(name: &str) -> Option<f64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -318,9 +373,10 @@ fn main() {
         "server", "space", "clients", "pairs/s", "ops/s", "p50 µs", "p99 µs"
     );
     let servers = std::env::var("AGORA_BENCH_SERVERS").unwrap_or_default();
+    let rows = std::env::var("AGORA_BENCH_ROWS").unwrap_or_default();
     let kinds = [Kind::Memory, Kind::WalNoFsync, Kind::WalEvery5ms]
         .into_iter()
-        .filter(|k| servers.is_empty() || servers.split(',').any(|s| s.trim() == k.key()));
+        .filter(|k| wanted(&servers, k.key()));
     for kind in kinds {
         let target = Target::start(kind);
         let ep = target.endpoint();
@@ -340,17 +396,18 @@ fn main() {
             } else {
                 "fresh".to_string()
             };
-            let seq = rt.block_on(clients(&ep, 1, 1, false, scale.secs));
-            let p50 = row(kind.name(), &label, "1 sequential", seq);
-            let joined = rt.block_on(clients(&ep, 1, 1, true, scale.secs));
-            let joined_p50 = row(kind.name(), &label, "1 join!(out,take)", joined);
-            let conc = rt.block_on(clients(&ep, 8, 1, false, scale.secs));
-            row(kind.name(), &label, "8", conc);
-            let piped = rt.block_on(clients(&ep, 8, 16, false, scale.secs));
-            row(kind.name(), &label, "8 x 16 in flight", piped);
-            let one = rt.block_on(clients(&ep, 1, 64, true, scale.secs));
-            row(kind.name(), &label, "1 x 64 join!", one);
-            if !aged {
+            let mut seq_p50 = None;
+            let mut joined_p50 = None;
+            for r in ROWS.iter().filter(|r| wanted(&rows, r.key)) {
+                let f = rt.block_on(clients(&ep, r.clients, r.inflight, r.joined, scale.secs));
+                let p50 = row(kind.name(), &label, r.label, f);
+                match r.key {
+                    "seq" => seq_p50 = Some(p50),
+                    "join" => joined_p50 = Some(p50),
+                    _ => {}
+                }
+            }
+            if let (false, Some(p50), Some(joined_p50)) = (aged, seq_p50, joined_p50) {
                 eprintln!(
                     "  ({}: at p50 a sequential pair = {:.2} echo round trips, a join!ed one \
                      {:.2})",
