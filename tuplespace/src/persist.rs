@@ -622,24 +622,39 @@ fn spawn_background(
     };
     std::thread::Builder::new()
         .name("agora-space-wal".into())
-        .spawn(move || loop {
-            std::thread::sleep(interval);
-            let Some(store) = store.upgrade() else {
-                let _ = wal.sync_now();
-                return;
-            };
-            if let FsyncPolicy::Every(_) = options.fsync {
-                if let Err(e) = wal.sync_now() {
-                    tracing::error!("space WAL: fsync failed: {e}");
-                }
-            }
-            if wal.bytes() > options.snapshot_after_bytes {
-                if let Err(e) = snapshot(&dir, &store, &wal) {
-                    tracing::error!("space snapshot failed: {e}");
+        .spawn(move || {
+            let mut next = Instant::now() + interval;
+            loop {
+                // A steady cadence: the next round starts `interval` after this one started,
+                // not after its fsync ended (an fsync can take milliseconds here).
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                next = Instant::now() + interval;
+                if !background_round(&store, &wal, &dir, &options) {
+                    return;
                 }
             }
         })?;
     Ok(())
+}
+
+/// One round of the background thread: group commit, then a snapshot if the WAL grew
+/// enough. `false` once the store is gone (after a last sync).
+fn background_round(store: &Weak<Store>, wal: &Wal, dir: &Path, options: &PersistOptions) -> bool {
+    let Some(store) = store.upgrade() else {
+        let _ = wal.sync_now();
+        return false;
+    };
+    if let FsyncPolicy::Every(_) = options.fsync {
+        if let Err(e) = wal.sync_now() {
+            tracing::error!("space WAL: fsync failed: {e}");
+        }
+    }
+    if wal.bytes() > options.snapshot_after_bytes {
+        if let Err(e) = snapshot(dir, &store, wal) {
+            tracing::error!("space snapshot failed: {e}");
+        }
+    }
+    true
 }
 
 #[cfg(test)]
