@@ -4,7 +4,9 @@
 //! * `out` + `take` pairs through the SDK ([`agora::Space`]): one client in sequence (`out`
 //!   answered, then `take`), the same pair sent back to back with `tokio::join!` (one round
 //!   trip: the server handles a connection's requests in order), 8 clients (8 connections) at
-//!   once, 8 clients with 16 pairs in flight each, and 1 client with 64 joined pairs in flight,
+//!   once, 8 clients with 16 (and 64) pairs in flight each, and 1 client with 64 joined pairs
+//!   in flight (with the WAL fsynced every 5 ms, throughput is in-flight pairs / fsync
+//!   period: group commit shares one fsync among all of them),
 //! * each on a fresh space and on an "aged" one that already holds 1,000,000 unrelated
 //!   tuples (stored in-process, different first fields), to show the cost stays flat,
 //! * for three servers: the broker with its write-ahead log fsynced every 5 ms (the default:
@@ -16,7 +18,7 @@
 //! ops/s counts the out and the take. Run: `cargo bench --bench space_throughput`
 //! (`AGORA_BENCH_SECS=N` sets each measurement's length, default 2; `AGORA_BENCH_AGED=N` the
 //! aged space's size, 0 skips the aged pass; `AGORA_BENCH_SERVERS=memory,nofsync,fsync` picks
-//! the servers, `AGORA_BENCH_ROWS=seq,join,8,8x16,1x64` the rows). Without `--bench`
+//! the servers, `AGORA_BENCH_ROWS=seq,join,8,8x16,8x64,1x64` the rows). Without `--bench`
 //! (`cargo test --benches`) it runs a quick smoke pass.
 
 use std::sync::Arc;
@@ -316,6 +318,13 @@ const ROWS: &[RowSpec] = &[
         label: "8 x 16 in flight",
         clients: 8,
         inflight: 16,
+        joined: false,
+    },
+    RowSpec {
+        key: "8x64",
+        label: "8 x 64 in flight",
+        clients: 8,
+        inflight: 64,
         joined: false,
     },
     RowSpec {
