@@ -175,6 +175,7 @@ pub(crate) fn spawn(endpoint: &str) -> Result<Arc<Ctl>> {
         last_sent: Instant::now(),
         was_disconnected: false,
         closing: false,
+        monitor_ready: true,
     };
     std::thread::Builder::new()
         .name("agora-space-io".into())
@@ -207,6 +208,8 @@ struct IoThread {
     /// A disconnection was seen: the next connection re-sends blocked requests.
     was_disconnected: bool,
     closing: bool,
+    /// The last poll saw the monitor readable (events are read only then).
+    monitor_ready: bool,
 }
 
 impl Drop for IoThread {
@@ -234,7 +237,12 @@ impl IoThread {
             }
             progressed |= self.flush_out();
             progressed |= self.read_replies();
-            progressed |= self.read_monitor();
+            if self.monitor_ready {
+                // Only when the last poll saw an event: an empty read costs a syscall, and
+                // this loop turns once per burst of requests.
+                self.monitor_ready = false;
+                progressed |= self.read_monitor();
+            }
             self.heartbeat();
             if self.closing {
                 // Every handle is gone, so nobody waits for a reply: leave what is queued to
@@ -269,10 +277,15 @@ impl IoThread {
                 self.monitor.as_poll_item(zmq::POLLIN),
                 zmq::PollItem::from_fd(self.doorbell.as_raw_fd(), zmq::POLLIN),
             ];
-            let _ = zmq::poll(&mut items, timeout_ms);
+            let polled = zmq::poll(&mut items, timeout_ms);
             self.parked.store(false, Ordering::SeqCst);
-            let mut buf = [0u8; 64];
-            while matches!((&self.doorbell).read(&mut buf), Ok(n) if n > 0) {}
+            // On a poll error, look at everything (the monitor read is then just one
+            // syscall too many).
+            self.monitor_ready = polled.is_err() || items[1].is_readable();
+            if polled.is_err() || items[2].is_readable() {
+                let mut buf = [0u8; 64];
+                while matches!((&self.doorbell).read(&mut buf), Ok(n) if n > 0) {}
+            }
         }
     }
 
