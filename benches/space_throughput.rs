@@ -18,7 +18,8 @@
 //! ops/s counts the out and the take. Run: `cargo bench --bench space_throughput`
 //! (`AGORA_BENCH_SECS=N` sets each measurement's length, default 2; `AGORA_BENCH_AGED=N` the
 //! aged space's size, 0 skips the aged pass; `AGORA_BENCH_SERVERS=memory,nofsync,fsync` picks
-//! the servers, `AGORA_BENCH_ROWS=seq,join,8,8x16,8x64,1x64` the rows). Without `--bench`
+//! the servers, `AGORA_BENCH_ROWS=seq,join,8,8x16,8x64,1x64` the rows; `AGORA_BENCH_CPU=1`
+//! adds a column: the process's CPU µs per pair). Without `--bench`
 //! (`cargo test --benches`) it runs a quick smoke pass.
 
 use std::sync::Arc;
@@ -109,6 +110,8 @@ struct Figures {
     pairs: u64,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// CPU time the whole process (clients and server) used meanwhile, if known.
+    cpu: Option<Duration>,
 }
 
 impl Figures {
@@ -169,6 +172,7 @@ fn echo(n: usize) -> Figures {
         pairs: n as u64,
         elapsed,
         latencies,
+        cpu: None,
     }
 }
 
@@ -213,6 +217,7 @@ async fn pairs(space: Space, key: String, secs: f64, inflight: usize, pipelined:
         pairs: latencies.len() as u64,
         elapsed: start.elapsed(),
         latencies,
+        cpu: None,
     }
 }
 
@@ -232,6 +237,7 @@ async fn clients(
         spaces.push(s);
     }
     let start = Instant::now();
+    let cpu_start = process_cpu();
     let runs: Vec<_> = spaces
         .into_iter()
         .enumerate()
@@ -241,6 +247,7 @@ async fn clients(
         pairs: 0,
         elapsed: Duration::ZERO,
         latencies: Vec::new(),
+        cpu: None,
     };
     for r in runs {
         let f = r.await.unwrap();
@@ -248,7 +255,22 @@ async fn clients(
         all.latencies.extend(f.latencies);
     }
     all.elapsed = start.elapsed();
+    all.cpu = process_cpu()
+        .zip(cpu_start)
+        .map(|(end, start)| end.saturating_sub(start));
     all
+}
+
+/// User + system CPU time of this process so far (Linux: `/proc/self/stat`, 100 Hz ticks).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at state (field 3);
+    // utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// Store `n` tuples the bench's templates never match (other first fields), in-process.
@@ -270,8 +292,14 @@ fn age(space: &agora_tuplespace::Space, n: u64) -> Duration {
 fn row(config: &str, space: &str, what: &str, mut f: Figures) -> f64 {
     let p50 = f.percentile(0.50);
     let p99 = f.percentile(0.99);
+    // With AGORA_BENCH_CPU set, a last column: process CPU µs per pair (clients + server;
+    // steadier than throughput on a busy machine).
+    let cpu = match (std::env::var_os("AGORA_BENCH_CPU"), f.cpu) {
+        (Some(_), Some(cpu)) => format!(" {:>9.1}", micros(cpu) / f.pairs.max(1) as f64),
+        _ => String::new(),
+    };
     println!(
-        "{config:<24} {space:<10} {what:<18} {:>10.0} {:>10.0} {:>9.0} {:>9.0}",
+        "{config:<24} {space:<10} {what:<18} {:>10.0} {:>10.0} {:>9.0} {:>9.0}{cpu}",
         f.pairs_per_sec(),
         2.0 * f.pairs_per_sec(),
         micros(p50),
