@@ -19,7 +19,7 @@
 //! (`AGORA_BENCH_SECS=N` sets each measurement's length, default 2; `AGORA_BENCH_AGED=N` the
 //! aged space's size, 0 skips the aged pass; `AGORA_BENCH_SERVERS=memory,nofsync,fsync` picks
 //! the servers, `AGORA_BENCH_ROWS=seq,join,8,8x16,8x64,1x64` the rows; `AGORA_BENCH_CPU=1`
-//! adds a column: the process's CPU µs per pair). Without `--bench`
+//! adds two columns: the process's CPU µs and thread sleeps per pair). Without `--bench`
 //! (`cargo test --benches`) it runs a quick smoke pass.
 
 use std::sync::Arc;
@@ -112,6 +112,9 @@ struct Figures {
     latencies: Vec<Duration>,
     /// CPU time the whole process (clients and server) used meanwhile, if known.
     cpu: Option<Duration>,
+    /// Times a thread of the process went to sleep meanwhile (voluntary context switches:
+    /// each is a wake-up later), if known.
+    sleeps: Option<u64>,
 }
 
 impl Figures {
@@ -173,6 +176,7 @@ fn echo(n: usize) -> Figures {
         elapsed,
         latencies,
         cpu: None,
+        sleeps: None,
     }
 }
 
@@ -218,6 +222,7 @@ async fn pairs(space: Space, key: String, secs: f64, inflight: usize, pipelined:
         elapsed: start.elapsed(),
         latencies,
         cpu: None,
+        sleeps: None,
     }
 }
 
@@ -238,6 +243,7 @@ async fn clients(
     }
     let start = Instant::now();
     let cpu_start = process_cpu();
+    let sleeps_start = process_sleeps();
     let runs: Vec<_> = spaces
         .into_iter()
         .enumerate()
@@ -248,6 +254,7 @@ async fn clients(
         elapsed: Duration::ZERO,
         latencies: Vec::new(),
         cpu: None,
+        sleeps: None,
     };
     for r in runs {
         let f = r.await.unwrap();
@@ -258,7 +265,26 @@ async fn clients(
     all.cpu = process_cpu()
         .zip(cpu_start)
         .map(|(end, start)| end.saturating_sub(start));
+    all.sleeps = process_sleeps()
+        .zip(sleeps_start)
+        .map(|(end, start)| end.saturating_sub(start));
     all
+}
+
+/// Voluntary context switches of this process's live threads so far (Linux).
+fn process_sleeps() -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let status = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
+        let n = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+        total += n;
+    }
+    Some(total)
 }
 
 /// User + system CPU time of this process so far (Linux: `/proc/self/stat`, 100 Hz ticks).
@@ -292,10 +318,15 @@ fn age(space: &agora_tuplespace::Space, n: u64) -> Duration {
 fn row(config: &str, space: &str, what: &str, mut f: Figures) -> f64 {
     let p50 = f.percentile(0.50);
     let p99 = f.percentile(0.99);
-    // With AGORA_BENCH_CPU set, a last column: process CPU µs per pair (clients + server;
-    // steadier than throughput on a busy machine).
-    let cpu = match (std::env::var_os("AGORA_BENCH_CPU"), f.cpu) {
-        (Some(_), Some(cpu)) => format!(" {:>9.1}", micros(cpu) / f.pairs.max(1) as f64),
+    // With AGORA_BENCH_CPU set, two last columns: process CPU µs per pair (clients +
+    // server) and thread sleeps (so wake-ups) per pair: steadier than throughput on a busy
+    // machine.
+    let cpu = match (std::env::var_os("AGORA_BENCH_CPU"), f.cpu, f.sleeps) {
+        (Some(_), Some(cpu), Some(sleeps)) => format!(
+            " {:>9.1} {:>9.1}",
+            micros(cpu) / f.pairs.max(1) as f64,
+            sleeps as f64 / f.pairs.max(1) as f64
+        ),
         _ => String::new(),
     };
     println!(
