@@ -32,6 +32,9 @@ const MAX_FRAMES: usize = 8;
 /// How long appended fire-and-forget events may sit in the log's buffer before they are
 /// pushed to the OS (and become visible to replays).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(1);
+/// After the events socket was lossy, a topic's latest beacon is repeated at doubling
+/// intervals of stats ticks, up to this many (see [`Dispatcher::send_beacons`]).
+const BEACON_REPEAT_MAX_TICKS: u32 = 16;
 /// Offset carried by events that are not in the log (the broker's own `$sys` events).
 pub const UNLOGGED_OFFSET: u64 = u64::MAX;
 
@@ -46,6 +49,10 @@ struct TopicState {
     fanout_generation: u64,
     /// The sequence the last delivered beacon carried.
     beaconed_seq: u64,
+    /// Stats ticks between repeats of the latest beacon (0: not repeated), and ticks left
+    /// until the next one (see [`Dispatcher::send_beacons`]).
+    beacon_every: u32,
+    beacon_in: u32,
 }
 
 impl TopicState {
@@ -58,6 +65,8 @@ impl TopicState {
             fanout: 0,
             fanout_generation: u64::MAX,
             beaconed_seq: 0,
+            beacon_every: 0,
+            beacon_in: 0,
         }
     }
 }
@@ -309,6 +318,7 @@ impl Dispatcher {
                 lossy_until: None,
                 slow_timeout: config.slow_consumer_timeout,
                 dropped: 0,
+                was_lossy: false,
             },
             doorbell,
             next_offset: recovery.next_offset,
@@ -1018,11 +1028,35 @@ impl Dispatcher {
     /// For every topic whose sequence moved since its last beacon, send a beacon carrying the
     /// latest sequence. A beacon sent while the socket is lossy may itself be lost, so it only
     /// counts as delivered when sent losslessly.
+    ///
+    /// Even a lossless send does not reach everyone once the socket has been lossy: libzmq
+    /// takes a subscriber's pipe that overflowed during a lossy spell out of the fan-out until
+    /// its reader drains it, and sends skip that pipe without an error even with
+    /// `XPUB_NODROP` back on. A subscriber that was not reading would never learn of the events
+    /// it lost at the end of a burst. So, once the socket has been lossy, each topic's latest
+    /// beacon is repeated after 1, 2, 4, ... up to [`BEACON_REPEAT_MAX_TICKS`] stats ticks,
+    /// for as long as the broker runs (one small message per topic and interval).
+    ///
+    /// The log is committed first: every event a beacon counts is then readable by the replay
+    /// that heals the gap the beacon reveals.
     fn send_beacons(&mut self) {
+        if self.uncommitted {
+            self.commit();
+        }
         let time_ns = now_ns();
+        let repeat = self.egress.was_lossy;
         for (topic, state) in self.topics.iter_mut() {
-            if state.seq == state.beaconed_seq {
-                continue;
+            let moved = state.seq != state.beaconed_seq;
+            if !moved {
+                if state.beacon_every == 0 {
+                    continue;
+                }
+                state.beacon_in = state.beacon_in.saturating_sub(1);
+                if state.beacon_in > 0 {
+                    continue;
+                }
+                state.beacon_every = (state.beacon_every * 2).min(BEACON_REPEAT_MAX_TICKS);
+                state.beacon_in = state.beacon_every;
             }
             let meta = Meta {
                 kind: KIND_BEACON,
@@ -1034,6 +1068,10 @@ impl Dispatcher {
             self.egress.send(topic, &meta, &[]);
             if self.egress.lossy_until.is_none() {
                 state.beaconed_seq = state.seq;
+                if moved && repeat {
+                    state.beacon_every = 1;
+                    state.beacon_in = 1;
+                }
             }
         }
     }
@@ -1143,6 +1181,8 @@ struct Egress {
     slow_timeout: Duration,
     /// Events sent while lossy (a slow subscriber may have missed them).
     dropped: u64,
+    /// The socket has been lossy at least once (so a pipe may still be out of the fan-out).
+    was_lossy: bool,
 }
 
 impl Egress {
@@ -1184,6 +1224,7 @@ impl Egress {
                         }
                         let window = self.slow_timeout.max(Duration::from_secs(1));
                         self.lossy_until = Some(Instant::now() + window);
+                        self.was_lossy = true;
                         continue;
                     }
                     std::thread::sleep(backoff);
