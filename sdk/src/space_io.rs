@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -35,6 +35,39 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Monitor events: see libzmq's `ZMQ_EVENT_*`.
 const EVENT_CONNECTED: u16 = 0x0001;
 const EVENT_DISCONNECTED: u16 = 0x0200;
+
+/// `struct pollfd` of poll(2).
+#[repr(C)]
+struct PollFd {
+    fd: RawFd,
+    events: i16,
+    revents: i16,
+}
+
+impl PollFd {
+    /// Waits for `fd` to be readable.
+    fn new(fd: RawFd) -> PollFd {
+        PollFd {
+            fd,
+            events: POLLIN,
+            revents: 0,
+        }
+    }
+
+    /// Readable (or hung up / in error: a read will tell).
+    fn ready(&self) -> bool {
+        self.revents != 0
+    }
+}
+
+/// `nfds_t` of poll(2).
+type NfdsT = std::ffi::c_ulong;
+const POLLIN: i16 = 0x1;
+
+extern "C" {
+    /// poll(2) from the C library (which std links already).
+    fn poll(fds: *mut PollFd, nfds: NfdsT, timeout: i32) -> i32;
+}
 
 /// Counter for unique inproc monitor endpoints within the process.
 static MONITOR_SEQ: AtomicU64 = AtomicU64::new(1);
@@ -161,6 +194,8 @@ pub(crate) fn spawn(endpoint: &str) -> Result<Arc<Ctl>> {
         doorbell,
         next_id: next_id.clone(),
     });
+    let dealer_fd = dealer.get_fd()?;
+    let monitor_fd = monitor.get_fd()?;
     let mut io = IoThread {
         dealer,
         monitor,
@@ -176,6 +211,9 @@ pub(crate) fn spawn(endpoint: &str) -> Result<Arc<Ctl>> {
         was_disconnected: false,
         closing: false,
         monitor_ready: true,
+        dealer_fd,
+        monitor_fd,
+        dealer_settled: false,
     };
     std::thread::Builder::new()
         .name("agora-space-io".into())
@@ -210,6 +248,13 @@ struct IoThread {
     closing: bool,
     /// The last poll saw the monitor readable (events are read only then).
     monitor_ready: bool,
+    /// The DEALER's ZMQ_FD (readable when its state may have changed).
+    dealer_fd: RawFd,
+    /// The monitor's ZMQ_FD.
+    monitor_fd: RawFd,
+    /// The DEALER's last operation was a `recv` that found nothing: its fd can be slept on
+    /// without asking ZMQ_EVENTS first.
+    dealer_settled: bool,
 }
 
 impl Drop for IoThread {
@@ -250,7 +295,10 @@ impl IoThread {
                 self.flush_out();
                 return;
             }
-            if progressed {
+            // After progress, go round again only if there is more to do right away; whatever
+            // else may have come meanwhile (a reply), the poll below sees at once. A full
+            // extra turn would cost an empty DEALER read: a syscall per wake-up.
+            if progressed && (!self.rx.is_empty() || self.monitor_ready) {
                 continue;
             }
             // Park: announce it, look once more, then sleep in poll.
@@ -259,11 +307,27 @@ impl IoThread {
                 self.parked.store(false, Ordering::SeqCst);
                 continue;
             }
-            let dealer_events = if self.outq.is_empty() {
-                zmq::POLLIN
-            } else {
-                zmq::POLLIN | zmq::POLLOUT
-            };
+            // libzmq's socket fds only signal a change since the socket was last used; a
+            // `recv` that found nothing (`read_replies` ends with one) leaves the DEALER in
+            // that state, anything after it (a send) needs a look at ZMQ_EVENTS first.
+            if !self.dealer_settled || !self.outq.is_empty() {
+                let want = if self.outq.is_empty() {
+                    zmq::POLLIN
+                } else {
+                    zmq::POLLIN | zmq::POLLOUT
+                };
+                match self.dealer.get_events() {
+                    Ok(ev) if !(ev & want).is_empty() => {
+                        self.parked.store(false, Ordering::SeqCst);
+                        continue;
+                    }
+                    Ok(_) => self.dealer_settled = true,
+                    Err(e) => {
+                        tracing::error!("space client: ZMQ_EVENTS failed: {e}");
+                        self.dealer_settled = true;
+                    }
+                }
+            }
             let timeout_ms = if self.blocked > 0 {
                 HEARTBEAT
                     .saturating_sub(self.last_sent.elapsed())
@@ -272,19 +336,27 @@ impl IoThread {
             } else {
                 -1
             };
-            let mut items = [
-                self.dealer.as_poll_item(dealer_events),
-                self.monitor.as_poll_item(zmq::POLLIN),
-                zmq::PollItem::from_fd(self.doorbell.as_raw_fd(), zmq::POLLIN),
+            // A plain poll(2) on the three fds: `zmq::poll` would add a first non-blocking
+            // pass and a ZMQ_EVENTS query per socket before and after (up to five more
+            // syscalls per wake-up).
+            let mut fds = [
+                PollFd::new(self.dealer_fd),
+                PollFd::new(self.monitor_fd),
+                PollFd::new(self.doorbell.as_raw_fd()),
             ];
-            let polled = zmq::poll(&mut items, timeout_ms);
+            let timeout = i32::try_from(timeout_ms).unwrap_or(i32::MAX);
+            // SAFETY: `fds` is a valid, writable array of `pollfd` of the length given, alive
+            // for the duration of the call.
+            let rc = unsafe { poll(fds.as_mut_ptr(), fds.len() as NfdsT, timeout) };
             self.parked.store(false, Ordering::SeqCst);
-            // On a poll error, look at everything (the monitor read is then just one
-            // syscall too many).
-            self.monitor_ready = polled.is_err() || items[1].is_readable();
-            if polled.is_err() || items[2].is_readable() {
+            // On a poll error (EINTR), look at everything: one syscall too many at worst.
+            // The DEALER is read on every loop turn anyway.
+            self.monitor_ready = rc < 0 || fds[1].ready();
+            if rc < 0 || fds[2].ready() {
+                // One byte per park at most (plus one at shutdown); anything left over wakes
+                // the next poll at once and is read then.
                 let mut buf = [0u8; 64];
-                while matches!((&self.doorbell).read(&mut buf), Ok(n) if n > 0) {}
+                let _ = (&self.doorbell).read(&mut buf);
             }
         }
     }
@@ -368,6 +440,7 @@ impl IoThread {
             let n = frames.len();
             // The first frame goes from a borrowed slice so a refused send can be retried.
             let more = if n > 1 { zmq::SNDMORE } else { 0 };
+            self.dealer_settled = false;
             match self.dealer.send(&frames[0][..], more | zmq::DONTWAIT) {
                 Ok(()) => {}
                 Err(zmq::Error::EAGAIN) => break,
@@ -400,6 +473,8 @@ impl IoThread {
             loop {
                 let mut m = zmq::Message::new();
                 if self.dealer.recv(&mut m, zmq::DONTWAIT).is_err() {
+                    // Nothing more (EAGAIN): commands processed, the fd is armed.
+                    self.dealer_settled = true;
                     break;
                 }
                 let more = m.get_more();
