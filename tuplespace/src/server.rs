@@ -168,6 +168,7 @@ impl SpaceServer {
             .store()
             .set_sync_listener(Some(Arc::new(move || ring.ring())));
         let (dtx, drx) = mpsc::channel();
+        let router_fd = router.get_fd()?;
         let mut worker = Worker {
             router,
             bell_rx,
@@ -185,6 +186,8 @@ impl SpaceServer {
             next_tick: Instant::now(),
             acks: VecDeque::new(),
             outbox: Vec::new(),
+            router_fd,
+            router_settled: false,
         };
         let thread = std::thread::Builder::new()
             .name("agora-space".into())
@@ -274,6 +277,10 @@ struct Worker {
     acks: VecDeque<(u64, Route, u64)>,
     /// Replies of this loop turn, sent together at its end: (request id, frames).
     outbox: Vec<(u64, Vec<Vec<u8>>)>,
+    /// The `ROUTER`'s ZMQ_FD (readable when its state may have changed).
+    router_fd: std::os::fd::RawFd,
+    /// The `ROUTER`'s last operation was a `recv` that found nothing (see [`Worker::wait`]).
+    router_settled: bool,
 }
 
 /// Most messages handled per poll wake-up before deliveries and timers get a turn.
@@ -303,24 +310,19 @@ impl Worker {
                 // The sync listener rings the doorbell; this is only a safety net.
                 timeout_ms = timeout_ms.min(20);
             }
-            let (router_ready, bell_ready) = {
-                let mut items = [
-                    self.router.as_poll_item(zmq::POLLIN),
-                    zmq::PollItem::from_fd(self.bell_rx.as_raw_fd(), zmq::POLLIN),
-                ];
-                match zmq::poll(&mut items, timeout_ms) {
-                    Ok(_) => (items[0].is_readable(), items[1].is_readable()),
-                    Err(zmq::Error::EINTR) => (false, false),
-                    Err(e) => {
-                        tracing::error!("space server: poll failed: {e}");
-                        break;
-                    }
+            let (router_ready, bell_ready) = match self.wait(timeout_ms) {
+                Ok(ready) => ready,
+                Err(e) => {
+                    tracing::error!("space server: poll failed: {e}");
+                    break;
                 }
             };
             if bell_ready {
                 self.bell.rung.store(false, Ordering::Release);
+                // One byte per ring (`rung` keeps it to one pending); anything left over
+                // wakes the next poll at once.
                 let mut buf = [0u8; 64];
-                while matches!((&self.bell_rx).read(&mut buf), Ok(n) if n > 0) {}
+                let _ = (&self.bell_rx).read(&mut buf);
             }
             if self.stop.load(Ordering::Acquire) {
                 break;
@@ -334,7 +336,11 @@ impl Worker {
                                 self.flush_outbox();
                             }
                         }
-                        Err(zmq::Error::EAGAIN) => break,
+                        Err(zmq::Error::EAGAIN) => {
+                            // Nothing more: commands processed, the fd is armed again.
+                            self.router_settled = true;
+                            break;
+                        }
                         Err(e) => {
                             tracing::warn!("space server: recv failed: {e}");
                             break;
@@ -349,6 +355,51 @@ impl Worker {
             self.flush_outbox();
         }
         self.close();
+    }
+
+    /// Sleeps until the `ROUTER` may have a message or the doorbell rang, at most
+    /// `timeout_ms`; returns (router ready, doorbell rung).
+    ///
+    /// A plain poll(2) on the `ROUTER`'s ZMQ_FD and the doorbell: `zmq::poll` would add a
+    /// first non-blocking pass and ZMQ_EVENTS queries before and after (several syscalls
+    /// per wake-up). The ZMQ_FD only signals a change since the socket was last used, so it
+    /// is slept on only after a `recv` found nothing; after sends, ZMQ_EVENTS is asked.
+    fn wait(&mut self, timeout_ms: i64) -> std::io::Result<(bool, bool)> {
+        let rung = self.bell.rung.load(Ordering::Acquire);
+        if !self.router_settled {
+            match self.router.get_events() {
+                Ok(ev) if ev.contains(zmq::POLLIN) => return Ok((true, rung)),
+                Ok(_) => self.router_settled = true,
+                Err(e) => return Err(std::io::Error::other(e)),
+            }
+        }
+        if rung {
+            return Ok((false, true));
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: self.router_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.bell_rx.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let timeout = i32::try_from(timeout_ms).unwrap_or(i32::MAX);
+        // SAFETY: `fds` is a valid, writable array of `pollfd` of the length given, alive for
+        // the duration of the call.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Ok((false, false));
+            }
+            return Err(e);
+        }
+        Ok((fds[0].revents != 0, fds[1].revents != 0))
     }
 
     /// Answers the `OUT`s the journal has made durable.
@@ -402,6 +453,9 @@ impl Worker {
     /// (rather than one by one between them) lets libzmq's I/O thread wake once for the
     /// lot instead of racing the loop message by message.
     fn flush_outbox(&mut self) {
+        if !self.outbox.is_empty() {
+            self.router_settled = false;
+        }
         for (request_id, frames) in self.outbox.drain(..) {
             if let Err(e) = self.router.send_multipart(frames, zmq::DONTWAIT) {
                 tracing::debug!("space server: reply to request {request_id} not sent: {e}");
