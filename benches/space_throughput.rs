@@ -19,7 +19,8 @@
 //! (`AGORA_BENCH_SECS=N` sets each measurement's length, default 2; `AGORA_BENCH_AGED=N` the
 //! aged space's size, 0 skips the aged pass; `AGORA_BENCH_SERVERS=memory,nofsync,fsync` picks
 //! the servers, `AGORA_BENCH_ROWS=seq,join,8,8x16,8x64,1x64` the rows; `AGORA_BENCH_CPU=1`
-//! adds two columns: the process's CPU µs and thread sleeps per pair). Without `--bench`
+//! adds two columns: the process's CPU µs and thread sleeps per pair; `AGORA_BENCH_RT=current`
+//! runs the clients on a current-thread tokio runtime). Without `--bench`
 //! (`cargo test --benches`) it runs a quick smoke pass.
 
 use std::sync::Arc;
@@ -420,13 +421,17 @@ fn main() {
             aged: 10_000,
         }
     };
-    let rt = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap(),
-    );
+    // What an app would use: the multi-thread runtime (one worker per core).
+    // `AGORA_BENCH_RT=current` runs the clients on a current-thread runtime instead.
+    let mut builder = match std::env::var("AGORA_BENCH_RT").as_deref() {
+        Ok("current") => tokio::runtime::Builder::new_current_thread(),
+        _ => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(2);
+            b
+        }
+    };
+    let rt = Arc::new(builder.enable_all().build().unwrap());
 
     let mut e = echo(scale.echo);
     let echo_p50 = micros(e.percentile(0.50));
