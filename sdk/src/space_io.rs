@@ -129,7 +129,11 @@ impl Ctl {
 
 impl Drop for Ctl {
     fn drop(&mut self) {
-        // The channel closes with this; wake the thread so it notices and exits.
+        // Close the channel first (the fields would drop only after this body: a thread
+        // woken quickly enough would find it still open, park again and never wake), then
+        // wake the thread so it notices and exits.
+        let (closed, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.tx, closed));
         let _ = (&self.doorbell).write(&[0]);
     }
 }
