@@ -9,16 +9,17 @@
 //!   period: group commit shares one fsync among all of them),
 //! * each on a fresh space and on an "aged" one that already holds 1,000,000 unrelated
 //!   tuples (stored in-process, different first fields), to show the cost stays flat,
-//! * for three servers: the broker with its write-ahead log fsynced every 5 ms (the default:
+//! * for four servers: the broker with its write-ahead log fsynced every 5 ms (the default:
 //!   an `out` is answered once durable), the broker with the WAL written but never fsynced,
-//!   and a memory-only `SpaceServer` (no WAL).
+//!   and a memory-only `SpaceServer` (no WAL), also with `ServerConfig::spin` = 200 µs (the
+//!   server thread polls that long after small batches before it sleeps).
 //!
 //! A pair is `out(("bench-<client>", i))` (answered by the server) then
 //! `take(("bench-<client>", ?int))` (its CONFIRM is fire-and-forget). Latency is per pair;
 //! ops/s counts the out and the take. Run: `cargo bench --bench space_throughput`
 //! (`AGORA_BENCH_SECS=N` sets each measurement's length, default 2; `AGORA_BENCH_AGED=N` the
-//! aged space's size, 0 skips the aged pass; `AGORA_BENCH_SERVERS=memory,nofsync,fsync` picks
-//! the servers, `AGORA_BENCH_ROWS=seq,join,8,8x16,8x64,1x64` the rows; `AGORA_BENCH_CPU=1`
+//! aged space's size, 0 skips the aged pass; `AGORA_BENCH_SERVERS=memory,spin,nofsync,fsync`
+//! picks the servers, `AGORA_BENCH_ROWS=seq,join,8,8x16,8x64,1x64` the rows; `AGORA_BENCH_CPU=1`
 //! adds two columns: the process's CPU µs and thread sleeps per pair; `AGORA_BENCH_RT=current`
 //! runs the clients on a current-thread tokio runtime). Without `--bench`
 //! (`cargo test --benches`) it runs a quick smoke pass.
@@ -58,6 +59,13 @@ impl Target {
             Kind::Memory => Target::Memory(
                 SpaceServer::start(ServerConfig::default()).expect("space server starts"),
             ),
+            Kind::MemorySpin => Target::Memory(
+                SpaceServer::start(ServerConfig {
+                    spin: Duration::from_micros(200),
+                    ..ServerConfig::default()
+                })
+                .expect("space server starts"),
+            ),
         }
     }
 
@@ -85,6 +93,7 @@ enum Kind {
     WalEvery5ms,
     WalNoFsync,
     Memory,
+    MemorySpin,
 }
 
 impl Kind {
@@ -93,6 +102,7 @@ impl Kind {
             Kind::WalEvery5ms => "broker, WAL fsync 5ms",
             Kind::WalNoFsync => "broker, WAL no fsync",
             Kind::Memory => "memory only (no WAL)",
+            Kind::MemorySpin => "memory, spin 200µs",
         }
     }
 
@@ -102,6 +112,7 @@ impl Kind {
             Kind::WalEvery5ms => "fsync",
             Kind::WalNoFsync => "nofsync",
             Kind::Memory => "memory",
+            Kind::MemorySpin => "spin",
         }
     }
 }
@@ -447,9 +458,14 @@ fn main() {
     );
     let servers = std::env::var("AGORA_BENCH_SERVERS").unwrap_or_default();
     let rows = std::env::var("AGORA_BENCH_ROWS").unwrap_or_default();
-    let kinds = [Kind::Memory, Kind::WalNoFsync, Kind::WalEvery5ms]
-        .into_iter()
-        .filter(|k| wanted(&servers, k.key()));
+    let kinds = [
+        Kind::Memory,
+        Kind::MemorySpin,
+        Kind::WalNoFsync,
+        Kind::WalEvery5ms,
+    ]
+    .into_iter()
+    .filter(|k| wanted(&servers, k.key()));
     for kind in kinds {
         let target = Target::start(kind);
         let ep = target.endpoint();
