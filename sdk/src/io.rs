@@ -764,7 +764,11 @@ impl IoThread {
         for id in gone {
             self.unsubscribe(id);
         }
-        self.stalled = stalled;
+        // While a subscribe waits for its SYNC event, keep reading (full subscriptions keep
+        // their events in `batch`): the SYNC event sits behind those events on the socket,
+        // and the new subscription's stream is not read before the subscribe returns. This
+        // buffers at most until the subscribe's deadline.
+        self.stalled = stalled && self.syncs.is_empty();
         progressed
     }
 }
