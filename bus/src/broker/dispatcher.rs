@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustc_hash::FxHashMap;
 
-use super::{sibling_endpoint, BrokerConfig, BrokerError};
+use super::{send_routed, sibling_endpoint, BrokerConfig, BrokerError};
 use crate::log::{EventLog, FsyncPolicy, LogOptions, Record};
 use crate::protocol::{
     self, ContentType, ErrorCode, Header, Hello, Meta, Op, ProtocolError, Stats, TopicStats,
@@ -1089,23 +1089,9 @@ impl Dispatcher {
     }
 
     fn send_reply(&self, to: &ReplyTo<'_>, header: &[u8], body: &[&[u8]]) {
-        // ROUTER drops replies to peers that are gone or whose queue is full: a client that
+        // ROUTER refuses replies to peers that are gone or whose queue is full: a client that
         // stopped reading only loses its own replies.
-        let r = (|| -> Result<(), zmq::Error> {
-            self.router
-                .send(to.identity, zmq::SNDMORE | zmq::DONTWAIT)?;
-            if to.delimited {
-                self.router.send(&b""[..], zmq::SNDMORE | zmq::DONTWAIT)?;
-            }
-            let more = if body.is_empty() { 0 } else { zmq::SNDMORE };
-            self.router.send(header, more | zmq::DONTWAIT)?;
-            for (i, part) in body.iter().enumerate() {
-                let more = if i + 1 < body.len() { zmq::SNDMORE } else { 0 };
-                self.router.send(*part, more | zmq::DONTWAIT)?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = r {
+        if let Err(e) = send_routed(&self.router, to.identity, to.delimited, header, body) {
             tracing::debug!("reply not sent: {e}");
         }
     }
@@ -1120,15 +1106,8 @@ fn offer(router: &zmq::Socket, group: &mut QueueGroup, frame: Vec<u8>) -> Option
         let i = group.next % group.members.len();
         let (identity, join_id) = &group.members[i];
         let header = Header::new(Op::Deliver, *join_id).encode();
-        match router.send(&identity[..], zmq::SNDMORE | zmq::DONTWAIT) {
+        match send_routed(router, identity, false, &header, &[&frame]) {
             Ok(()) => {
-                // Routable and not full: the rest of the message goes through.
-                let r = router
-                    .send(&header[..], zmq::SNDMORE)
-                    .and_then(|()| router.send(&frame[..], 0));
-                if let Err(e) = r {
-                    tracing::warn!("queue delivery failed mid-message: {e}");
-                }
                 group.next = i + 1;
                 return None;
             }

@@ -682,17 +682,10 @@ impl ReplayService {
         }
     }
 
-    /// Send `identity ‖ header ‖ body...` without blocking. EAGAIN on the first frame means
-    /// the peer's queue is full and nothing was sent.
+    /// Send `identity ‖ header ‖ body...` without blocking. EAGAIN means the peer's queue is
+    /// full and nothing was sent.
     fn send(&self, identity: &[u8], header: &[u8], body: &[&[u8]]) -> Result<(), zmq::Error> {
-        self.router.send(identity, zmq::SNDMORE | zmq::DONTWAIT)?;
-        let more = if body.is_empty() { 0 } else { zmq::SNDMORE };
-        self.router.send(header, more | zmq::DONTWAIT)?;
-        for (i, part) in body.iter().enumerate() {
-            let more = if i + 1 < body.len() { zmq::SNDMORE } else { 0 };
-            self.router.send(*part, more | zmq::DONTWAIT)?;
-        }
-        Ok(())
+        super::send_routed(&self.router, identity, false, header, body)
     }
 }
 
