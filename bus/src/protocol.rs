@@ -20,10 +20,12 @@
 
 use std::collections::BTreeMap;
 
+use agora_tuplespace::protocol::{read_header, write_header};
+
 /// Protocol version carried in every header and meta frame.
 pub const VERSION: u8 = 1;
-/// Length of the request/reply header frame.
-pub const HEADER_LEN: usize = 12;
+/// Length of the request/reply header frame (the layout is shared with the tuple space).
+pub use agora_tuplespace::protocol::HEADER_LEN;
 /// Length of the event metadata frame.
 pub const META_LEN: usize = 32;
 /// Default maximum payload the broker accepts (1 MiB).
@@ -275,13 +277,13 @@ impl Header {
 
     /// The 12 header bytes.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut b = [0u8; HEADER_LEN];
-        b[0] = VERSION;
-        b[1] = self.op;
-        b[2] = self.flags;
-        b[3] = self.content_type;
-        b[4..12].copy_from_slice(&self.request_id.to_le_bytes());
-        b
+        write_header(
+            VERSION,
+            self.op,
+            self.flags,
+            self.content_type,
+            self.request_id,
+        )
     }
 
     /// Parse a header-only frame. The version is checked; the op is not (see [`Header::op`]).
@@ -294,17 +296,16 @@ impl Header {
 
     /// Parse the header at the start of a frame; returns it and the bytes after it.
     pub fn decode_prefix(frame: &[u8]) -> Result<(Header, &[u8]), ProtocolError> {
-        if frame.len() < HEADER_LEN {
-            return Err(ProtocolError::HeaderLength(frame.len()));
-        }
-        if frame[0] != VERSION {
-            return Err(ProtocolError::Version(frame[0]));
+        let (version, op, flags, content_type, request_id) =
+            read_header(frame).ok_or(ProtocolError::HeaderLength(frame.len()))?;
+        if version != VERSION {
+            return Err(ProtocolError::Version(version));
         }
         let header = Header {
-            op: frame[1],
-            flags: frame[2],
-            content_type: frame[3],
-            request_id: u64::from_le_bytes(frame[4..12].try_into().expect("8 bytes")),
+            op,
+            flags,
+            content_type,
+            request_id,
         };
         Ok((header, &frame[HEADER_LEN..]))
     }
@@ -312,11 +313,7 @@ impl Header {
     /// The request id in a frame that looks like a header but may be malformed otherwise, so
     /// that an error reply can still name the request.
     pub fn salvage_request_id(frame: &[u8]) -> u64 {
-        if frame.len() >= HEADER_LEN {
-            u64::from_le_bytes(frame[4..12].try_into().expect("8 bytes"))
-        } else {
-            0
-        }
+        read_header(frame).map_or(0, |(.., request_id)| request_id)
     }
 
     /// The known op, or an error naming the unknown byte.

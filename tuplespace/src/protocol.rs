@@ -132,6 +132,28 @@ impl ErrorCode {
     }
 }
 
+/// The 12 header bytes shared by every Agora request and reply, bus and space alike:
+/// `[version u8][op u8][flags u8][aux u8][request id u64 LE]` (`aux` is the bus's content type,
+/// 0 for the space). The one place this layout is written.
+pub fn write_header(version: u8, op: u8, flags: u8, aux: u8, request_id: u64) -> [u8; HEADER_LEN] {
+    let mut b = [0u8; HEADER_LEN];
+    b[0] = version;
+    b[1] = op;
+    b[2] = flags;
+    b[3] = aux;
+    b[4..12].copy_from_slice(&request_id.to_le_bytes());
+    b
+}
+
+/// The fields of the header at the start of `frame`: `(version, op, flags, aux, request
+/// id)`, or `None` if the frame is shorter than [`HEADER_LEN`].
+pub fn read_header(frame: &[u8]) -> Option<(u8, u8, u8, u8, u64)> {
+    let b: &[u8; HEADER_LEN] = frame.get(..HEADER_LEN)?.try_into().ok()?;
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&b[4..12]);
+    Some((b[0], b[1], b[2], b[3], u64::from_le_bytes(id)))
+}
+
 /// The first frame of every request and reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -158,12 +180,7 @@ impl Header {
 
     /// The 12 header bytes.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut b = [0u8; HEADER_LEN];
-        b[0] = self.version;
-        b[1] = self.op;
-        b[2] = self.flags;
-        b[4..12].copy_from_slice(&self.request_id.to_le_bytes());
-        b
+        write_header(self.version, self.op, self.flags, 0, self.request_id)
     }
 
     /// Parses a header frame (exactly 12 bytes; the version is not checked here).
@@ -177,13 +194,13 @@ impl Header {
                 ),
             ));
         }
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&frame[4..12]);
+        let (version, op, flags, _, request_id) =
+            read_header(frame).expect("the length was checked");
         Ok(Header {
-            version: frame[0],
-            op: frame[1],
-            flags: frame[2],
-            request_id: u64::from_le_bytes(id),
+            version,
+            op,
+            flags,
+            request_id,
         })
     }
 }
