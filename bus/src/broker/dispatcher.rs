@@ -1182,15 +1182,16 @@ impl Egress {
         // send (EAGAIN: a subscriber's queue is full under NODROP) consumes the message, so a
         // retry encodes it again.
         let mut blocked_since: Option<Instant> = None;
-        let mut backoff = Duration::from_micros(20);
+        let mut flags = zmq::DONTWAIT;
         loop {
             let mut msg = zmq::Message::with_size(len);
             protocol::encode_event_into(&mut msg, topic, meta, payload);
-            match self.xpub.send(msg, zmq::DONTWAIT) {
+            match self.xpub.send(msg, flags) {
                 Ok(()) => break,
                 Err(zmq::Error::EAGAIN) => {
                     let since = *blocked_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.slow_timeout {
+                    let waited = since.elapsed();
+                    if waited >= self.slow_timeout {
                         tracing::warn!(
                             "a subscriber has been full for {:?}: delivering past it",
                             self.slow_timeout
@@ -1204,10 +1205,19 @@ impl Egress {
                         let window = self.slow_timeout.max(Duration::from_secs(1));
                         self.lossy_until = Some(Instant::now() + window);
                         self.was_lossy = true;
+                        flags = zmq::DONTWAIT;
                         continue;
                     }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_millis(1));
+                    // Wait inside libzmq until the full queue's reader frees room (the pipe
+                    // wakes the socket at once, as zmq_proxy's blocking send does), for at
+                    // most the rest of the slow-consumer timeout. Sleeping and retrying
+                    // instead left the subscriber idle for most of each sleep.
+                    let rest = (self.slow_timeout - waited).as_millis().max(1);
+                    if let Err(e) = self.xpub.set_sndtimeo(rest.min(i32::MAX as u128) as i32) {
+                        tracing::error!("cannot set events send timeout: {e}");
+                        return;
+                    }
+                    flags = 0;
                 }
                 Err(zmq::Error::EINTR) => continue,
                 Err(e) => {
