@@ -7,9 +7,13 @@
 //! Every event is counted at the subscriber; the clock runs from the first send to the last
 //! receive. Events are `[topic, payload]` through the proxy; the broker's are one frame in
 //! (`header‖topic‖0‖payload`) and one out (`topic‖0‖meta‖payload`). Run: `cargo bench --bench bus_throughput` (`AGORA_BENCH_EVENTS=N` changes the
-//! count from 1,000,000).
+//! count from 1,000,000; `AGORA_BENCH_ONLY=proxy|raw|sdk` runs one path, `AGORA_BENCH_SIZE=N`
+//! one payload size, for profiling).
 
 use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use agora::Client;
 use agora_examples::TestBroker;
@@ -233,7 +237,15 @@ fn main() {
     // AGORA_BENCH_ONLY=proxy|raw|sdk runs one path (for profiling); the others print 0.
     let only = std::env::var("AGORA_BENCH_ONLY").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only == name;
-    for size in [64usize, 1024] {
+    // AGORA_BENCH_SIZE=N runs one payload size instead of 64 B and 1 KiB.
+    let sizes: Vec<usize> = match std::env::var("AGORA_BENCH_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(size) => vec![size],
+        None => vec![64, 1024],
+    };
+    for size in sizes {
         let proxy = if run("proxy") {
             bare_proxy(n, size)
         } else {

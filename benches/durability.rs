@@ -13,6 +13,9 @@
 
 use std::time::{Duration, Instant};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use agora::{Client, ContentType, ReplayFrom};
 use agora_bus::log::FsyncPolicy;
 use agora_examples::TestBroker;

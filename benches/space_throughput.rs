@@ -10,9 +10,10 @@
 //! * each on a fresh space and on an "aged" one that already holds 1,000,000 unrelated
 //!   tuples (stored in-process, different first fields), to show the cost stays flat,
 //! * for four servers: the broker with its write-ahead log fsynced every 5 ms (the default:
-//!   an `out` is answered once durable), the broker with the WAL written but never fsynced,
-//!   and a memory-only `SpaceServer` (no WAL), also with `ServerConfig::spin` = 200 µs (the
-//!   server thread polls that long after small batches before it sleeps).
+//!   an `out` is answered once durable), the broker with the WAL written but never fsynced
+//!   (both with the broker's default `space_spin` of 200 µs: the server thread polls that
+//!   long after small batches before it sleeps), and a memory-only `SpaceServer` (no WAL)
+//!   without and with `ServerConfig::spin` = 200 µs.
 //!
 //! A pair is `out(("bench-<client>", i))` (answered by the server) then
 //! `take(("bench-<client>", ?int))` (its CONFIRM is fire-and-forget). Latency is per pair;
@@ -26,6 +27,9 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use agora::{template, tuple, Space};
 use agora_bus::broker::BrokerConfig;
