@@ -25,6 +25,8 @@ use crate::protocol::{
 };
 use crate::topic::{validate_topic, MAX_TOPIC_LEN};
 
+/// Per-client queue bound for replies (confirms released by one fsync can be thousands).
+const REPLY_HWM: i32 = 10_000;
 /// Requests handled per poll wakeup before the loop looks at its other duties again.
 const REQUEST_BATCH: usize = 4096;
 /// The most frames a request may have; more is malformed (and is not buffered).
@@ -229,7 +231,7 @@ impl Dispatcher {
         // that a member is gone and gives the event to another.
         router.set_router_mandatory(true)?;
         router.set_rcvhwm(config.requests_hwm)?;
-        router.set_sndhwm(config.requests_hwm)?;
+        router.set_sndhwm(REPLY_HWM)?;
         router.set_linger(1000)?;
         let endpoint = bind(&router, "request", &config.listen)?;
 
@@ -566,13 +568,18 @@ impl Dispatcher {
                 Err(e) => return Err(e.into()),
             }
             self.requests += 1;
-            self.handle(frames);
+            // Each `Deref` of a zmq::Message is two FFI calls; look at every frame once.
+            let mut parts: [&[u8]; MAX_FRAMES + 1] = [&[]; MAX_FRAMES + 1];
+            for (part, frame) in parts.iter_mut().zip(frames.iter()) {
+                *part = frame;
+            }
+            self.handle(&parts[..frames.len()]);
         }
         Ok(())
     }
 
     /// Serve one request. Every failure becomes an error reply; nothing here can stop the loop.
-    fn handle(&mut self, frames: &mut [zmq::Message]) {
+    fn handle(&mut self, frames: &[&[u8]]) {
         if frames.len() < 2 {
             // An identity alone: nothing to answer.
             return;
@@ -580,7 +587,7 @@ impl Dispatcher {
         let delimited = frames[1].is_empty();
         let first = if delimited { 2 } else { 1 };
         let reply = ReplyTo {
-            identity: &frames[0],
+            identity: frames[0],
             delimited,
             request_id: frames
                 .get(first)
@@ -751,12 +758,18 @@ impl Dispatcher {
                 return self.error_reply(reply, ErrorCode::BadTopic, &e.to_string());
             }
         };
-        let topic_str = match validate_topic(topic) {
-            Ok(t) => t,
-            Err(e) => {
-                self.rejected += 1;
-                return self.error_reply(reply, ErrorCode::BadTopic, &e.to_string());
-            }
+        let topic_str = match self.topics.contains_key(topic) {
+            // SAFETY: every key of `self.topics` was made from a `&str` (a topic that passed
+            // `validate_topic`, or one recovered from the log as a `String`), so it is UTF-8.
+            // A known topic skips the check: it was a tenth of the dispatcher's hot path.
+            true => unsafe { std::str::from_utf8_unchecked(topic) },
+            false => match validate_topic(topic) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.rejected += 1;
+                    return self.error_reply(reply, ErrorCode::BadTopic, &e.to_string());
+                }
+            },
         };
         if topic[0] == b'$' {
             self.rejected += 1;

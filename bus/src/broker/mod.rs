@@ -50,7 +50,11 @@ pub struct BrokerConfig {
     pub slow_consumer_timeout: Duration,
     /// Per-subscriber queue bound on the events socket (ZMQ_SNDHWM), in messages.
     pub events_hwm: i32,
-    /// Per-client queue bound on the request socket (ZMQ_RCVHWM), in messages.
+    /// Per-client queue bound on the request socket (ZMQ_RCVHWM), in messages. A full
+    /// queue stops the broker reading that client's connection (back-pressure, no loss).
+    /// Default 1000, like the events socket: deeper queues measured slower (1 publisher ->
+    /// 1 subscriber at 64 B: ~0.9 M/s with 1000, ~0.7 M/s with 10,000; more in flight, more
+    /// memory touched per event).
     pub requests_hwm: i32,
     /// When the event log is forced to disk (`always`, `every 5ms`: group commit, `never`).
     /// A confirmed publish is answered only after the fsync that covers it.
@@ -88,7 +92,7 @@ impl Default for BrokerConfig {
             stats_interval: Duration::from_secs(1),
             slow_consumer_timeout: Duration::from_millis(500),
             events_hwm: 1000,
-            requests_hwm: 10_000,
+            requests_hwm: 1000,
             fsync: crate::log::FsyncPolicy::Every(Duration::from_millis(5)),
             segment_bytes: crate::log::DEFAULT_SEGMENT_BYTES,
             retention_bytes: None,
