@@ -27,6 +27,7 @@ const OP_ERROR: u8 = 0x81;
 const FLAG_ACK: u8 = 0x01;
 const FLAG_CONFIRM: u8 = 0x02;
 const FLAG_PRODUCER: u8 = 0x04;
+const FLAG_BATCH_ACKS: u8 = 0x08;
 
 // Header byte 3 / meta byte 1: content types.
 const CT_CBOR: u8 = 0;
@@ -750,6 +751,58 @@ fn idempotent_producers_confirms_and_offsets_across_a_restart() {
     );
     let r = request(&d, &[&producer_frame(FLAG_ACK, 11, p, 3, b"idem.t")]);
     assert_eq!(ack(&r, 11), (3, 4));
+}
+
+#[test]
+fn batched_confirms_come_in_acks_messages() {
+    const OP_ACKS: u8 = 0x83;
+    // fsync `always`, and a long stats interval so nothing else arrives on the DEALER.
+    let broker = TestBroker::start_with(|c| {
+        c.stats_interval = Duration::from_secs(3600);
+        c.fsync = agora_bus::log::FsyncPolicy::Always;
+    });
+    let ctx = zmq::Context::new();
+    let d = dealer(&ctx, &broker.endpoint());
+    // 300 confirmed publishes sent back to back (request ids 100..400), each asking for
+    // batched acks. Every one is acked exactly once, with offsets in publish order, inside
+    // ACKS messages: header op 0x83, request id 0, then n x [request id][offset][seq].
+    let n = 300u64;
+    for i in 0..n {
+        let f = publish_frame(
+            FLAG_CONFIRM | FLAG_BATCH_ACKS,
+            CT_RAW,
+            100 + i,
+            b"acks.t",
+            b"x",
+        );
+        send(&d, &[&f]);
+    }
+    let mut acked: Vec<(u64, u64, u64)> = Vec::new();
+    while (acked.len() as u64) < n {
+        let reply = recv(&d);
+        assert_eq!(reply.len(), 2, "ACKS is header + one body frame: {reply:?}");
+        assert_eq!(reply[0], header(OP_ACKS, 0, 0, 0));
+        assert_eq!(reply[1].len() % 24, 0, "24-byte entries");
+        for e in reply[1].chunks(24) {
+            acked.push((le64(&e[..8]), le64(&e[8..16]), le64(&e[16..])));
+        }
+    }
+    assert_eq!(acked.len() as u64, n, "no extra acks");
+    for (i, (id, offset, seq)) in acked.iter().enumerate() {
+        assert_eq!(
+            (*id, *offset, *seq),
+            (100 + i as u64, i as u64, i as u64 + 1)
+        );
+    }
+    // Without the flag a confirm is still its own OK reply.
+    let r = request(
+        &d,
+        &[&publish_frame(FLAG_CONFIRM, CT_RAW, 7, b"acks.t", b"x")],
+    );
+    assert_eq!(ack(&r, 7), (n, n + 1));
+    // ACKS is a reply: sent as a request it is refused.
+    let r = request(&d, &[&header(OP_ACKS, 0, 0, 8)]);
+    assert_error(&r, 8, E_BAD_REQUEST);
 }
 
 #[test]

@@ -82,6 +82,11 @@ pub enum Op {
     /// Broker → queue-group member: one event. Frame 1: the event frame (as on the events
     /// socket). The header's request id is the member's QUEUE_JOIN request id.
     Deliver = 0x82,
+    /// Broker → client: acks for several publishes that asked for them with
+    /// [`FLAG_BATCH_ACKS`], one message per client per release (a group commit can confirm
+    /// thousands at once). Header request id 0; frame 1: `n` × 24 bytes, each
+    /// `[request id u64 LE][offset u64 LE][seq u64 LE]`.
+    Acks = 0x83,
     /// Success reply.
     Ok = 0x80,
     /// Error reply: frames `code` (u16 LE) and `message` (UTF-8).
@@ -100,6 +105,7 @@ impl Op {
             0x06 => Op::QueueJoin,
             0x07 => Op::QueueLeave,
             0x82 => Op::Deliver,
+            0x83 => Op::Acks,
             0x10 => Op::Replay,
             0x11 => Op::ReplayBatch,
             0x12 => Op::ReplayEnd,
@@ -122,6 +128,34 @@ pub const FLAG_CONFIRM: u8 = 0x02;
 /// before the topic. The broker drops a publish whose seq is not above the last one it took
 /// from that producer (a retry) and answers it with the original's offset.
 pub const FLAG_PRODUCER: u8 = 0x04;
+/// Publish flag, with [`FLAG_CONFIRM`]: the confirm may come inside an [`Op::Acks`] message
+/// together with others for the same client, instead of as its own `Ok` reply.
+pub const FLAG_BATCH_ACKS: u8 = 0x08;
+/// Bytes per entry of an [`Op::Acks`] body.
+pub const ACK_ENTRY_LEN: usize = 24;
+
+/// Append one `[request id][offset][seq]` entry to an [`Op::Acks`] body.
+pub fn push_ack_entry(body: &mut Vec<u8>, request_id: u64, offset: u64, seq: u64) {
+    body.extend_from_slice(&request_id.to_le_bytes());
+    body.extend_from_slice(&offset.to_le_bytes());
+    body.extend_from_slice(&seq.to_le_bytes());
+}
+
+/// The `(request id, offset, seq)` entries of an [`Op::Acks`] body.
+pub fn ack_entries(
+    body: &[u8],
+) -> Result<impl Iterator<Item = (u64, u64, u64)> + '_, ProtocolError> {
+    if body.len() % ACK_ENTRY_LEN != 0 {
+        return Err(ProtocolError::Body(format!(
+            "acks body is {} bytes, not a multiple of {ACK_ENTRY_LEN}",
+            body.len()
+        )));
+    }
+    let u64_at = |e: &[u8], at: usize| u64::from_le_bytes(e[at..at + 8].try_into().expect("8"));
+    Ok(body
+        .chunks_exact(ACK_ENTRY_LEN)
+        .map(move |e| (u64_at(e, 0), u64_at(e, 8), u64_at(e, 16))))
+}
 
 /// Offset in an ack for a retried publish whose original offset the broker no longer knows.
 pub const UNKNOWN_OFFSET: u64 = u64::MAX;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_bus::protocol::{
-    self, ContentType, ErrorCode, Hello, Op, Stats, FLAG_ACK, FLAG_CONFIRM, FLAG_PRODUCER,
-    HEADER_LEN,
+    self, ContentType, ErrorCode, Hello, Op, Stats, FLAG_ACK, FLAG_BATCH_ACKS, FLAG_CONFIRM,
+    FLAG_PRODUCER, HEADER_LEN,
 };
 use agora_bus::topic::{validate_topic, Filter};
 use serde::de::DeserializeOwned;
@@ -233,26 +233,27 @@ impl Client {
         let options = &self.inner.options;
         let deadline = tokio::time::Instant::now() + options.confirm_timeout;
         loop {
-            let attempt = io::request_frames(
+            let outcome = io::request_frames_within(
                 &self.inner.io,
                 Op::Publish,
-                FLAG_CONFIRM | FLAG_PRODUCER,
+                FLAG_CONFIRM | FLAG_PRODUCER | FLAG_BATCH_ACKS,
                 content_type as u8,
                 vec![frame.clone()],
-            );
-            let outcome = tokio::time::timeout(options.confirm_attempt_timeout, attempt).await;
+                Some(options.confirm_attempt_timeout),
+            )
+            .await;
             let retry_in = match outcome {
-                Ok(Ok(frames)) => {
+                Ok(frames) => {
                     let body = frames.first().map(|f| &f[..]).unwrap_or(&[]);
                     return Ok(protocol::decode_publish_ack(body)?);
                 }
                 // An earlier confirmed publish of ours has not arrived yet: resend shortly.
-                Ok(Err(Error::Broker {
+                Err(Error::Broker {
                     code: ErrorCode::OutOfOrder,
                     ..
-                })) => Duration::from_millis(5),
-                Ok(Err(Error::Timeout { .. })) | Err(_) => Duration::ZERO,
-                Ok(Err(e)) => return Err(e),
+                }) => Duration::from_millis(5),
+                Err(Error::Timeout { .. }) => Duration::ZERO,
+                Err(e) => return Err(e),
             };
             if tokio::time::Instant::now() + retry_in >= deadline {
                 return Err(Error::Timeout {
@@ -301,6 +302,7 @@ impl Client {
                 content_type: content_type as u8,
                 frames: vec![frame],
                 reply: None,
+                timeout: None,
             })
             .await
     }

@@ -78,6 +78,9 @@ pub(crate) enum Command {
         content_type: u8,
         frames: Vec<Vec<u8>>,
         reply: Option<ReplyTx>,
+        /// How long `reply` waits before it gets [`Error::Timeout`]; `None`: the client's
+        /// request timeout. (Enforced here, so callers need no timer of their own.)
+        timeout: Option<Duration>,
     },
     /// Start delivering events matching `filter` to `tx`, then answer `done` once the broker
     /// provably delivers to this subscription.
@@ -197,7 +200,7 @@ pub(crate) fn spawn(
         doorbell: doorbell_rx,
         async_error: async_error.clone(),
         next_request_id: 1,
-        waiting: HashMap::new(),
+        waiting: rustc_hash::FxHashMap::default(),
         subscribers: Vec::new(),
         members: HashMap::new(),
         syncs: Vec::new(),
@@ -221,6 +224,14 @@ pub(crate) fn spawn(
     ))
 }
 
+/// A caller waiting for its reply.
+struct Waiting {
+    tx: ReplyTx,
+    /// When it gets [`Error::Timeout`] instead.
+    deadline: Instant,
+    timeout: Duration,
+}
+
 struct IoThread {
     dealer: zmq::Socket,
     sub: zmq::Socket,
@@ -232,8 +243,8 @@ struct IoThread {
     doorbell: UnixStream,
     async_error: Arc<Mutex<Option<Error>>>,
     next_request_id: u64,
-    /// Callers waiting for a reply, with the time their request was sent.
-    waiting: HashMap<u64, (ReplyTx, Instant)>,
+    /// Callers waiting for a reply, with when they give up.
+    waiting: rustc_hash::FxHashMap<u64, Waiting>,
     subscribers: Vec<Subscriber>,
     members: HashMap<u64, GroupMember>,
     syncs: Vec<PendingSync>,
@@ -342,6 +353,7 @@ impl IoThread {
                     content_type,
                     frames,
                     reply,
+                    timeout,
                 } => {
                     let request_id = self.next_request_id;
                     self.next_request_id += 1;
@@ -351,8 +363,14 @@ impl IoThread {
                         content_type,
                         request_id,
                     };
-                    if let Some(reply) = reply {
-                        self.waiting.insert(request_id, (reply, Instant::now()));
+                    if let Some(tx) = reply {
+                        let timeout = timeout.unwrap_or(self.request_timeout);
+                        let waiting = Waiting {
+                            tx,
+                            deadline: Instant::now() + timeout,
+                            timeout,
+                        };
+                        self.waiting.insert(request_id, waiting);
                     }
                     let mut frames = frames;
                     match frames.first_mut() {
@@ -385,7 +403,12 @@ impl IoThread {
                     let request_id = self.next_request_id;
                     self.next_request_id += 1;
                     let header = Header::new(Op::QueueJoin, request_id);
-                    self.waiting.insert(request_id, (done, Instant::now()));
+                    let waiting = Waiting {
+                        tx: done,
+                        deadline: Instant::now() + self.request_timeout,
+                        timeout: self.request_timeout,
+                    };
+                    self.waiting.insert(request_id, waiting);
                     self.members.insert(
                         request_id,
                         GroupMember {
@@ -453,8 +476,8 @@ impl IoThread {
 
     fn fail_request(&mut self, request_id: u64, err: Error) {
         match self.waiting.remove(&request_id) {
-            Some((tx, _)) => {
-                let _ = tx.send(Err(err));
+            Some(w) => {
+                let _ = w.tx.send(Err(err));
             }
             None => self.record_async_error(err),
         }
@@ -470,15 +493,24 @@ impl IoThread {
     fn read_replies(&mut self) -> bool {
         let mut progressed = false;
         for _ in 0..COMMAND_BATCH {
-            let frames = match self.dealer.recv_multipart(zmq::DONTWAIT) {
-                Ok(f) => f,
-                Err(_) => break,
-            };
+            // The frames themselves are handed on (no copies): a reply's body frames become
+            // the caller's `ReplyFrames`.
+            let mut head = zmq::Message::new();
+            if self.dealer.recv(&mut head, zmq::DONTWAIT).is_err() {
+                break;
+            }
+            let mut body: ReplyFrames = Vec::new();
+            let mut more = head.get_more();
+            while more {
+                let mut part = zmq::Message::new();
+                if self.dealer.recv(&mut part, 0).is_err() {
+                    break;
+                }
+                more = part.get_more();
+                body.push(part);
+            }
             progressed = true;
-            let Some((head, body)) = frames.split_first() else {
-                continue;
-            };
-            let header = match Header::decode(head) {
+            let header = match Header::decode(&head) {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::warn!("unreadable reply from broker: {e}");
@@ -486,14 +518,15 @@ impl IoThread {
                 }
             };
             if header.op == Op::Deliver as u8 {
-                self.deliver(header.request_id, body);
+                self.deliver(header.request_id, &body);
+                continue;
+            }
+            if header.op == Op::Acks as u8 {
+                self.acks(&body);
                 continue;
             }
             let result = match Op::from_u8(header.op) {
-                Some(Op::Ok) => Ok(body
-                    .iter()
-                    .map(|f| zmq::Message::from(&f[..]))
-                    .collect::<Vec<_>>()),
+                Some(Op::Ok) => Ok(body),
                 Some(Op::Error) => {
                     let parts: Vec<&[u8]> = body.iter().map(|f| &f[..]).collect();
                     Err(Error::from_reply(&parts))
@@ -504,8 +537,8 @@ impl IoThread {
                 }
             };
             match self.waiting.remove(&header.request_id) {
-                Some((tx, _)) => {
-                    let _ = tx.send(result);
+                Some(w) => {
+                    let _ = w.tx.send(result);
                 }
                 None => {
                     if let Err(e) = result {
@@ -517,19 +550,43 @@ impl IoThread {
         progressed
     }
 
+    /// Confirms that came batched ([`Op::Acks`]): each caller gets the 16-byte ack body an
+    /// `Ok` reply would have carried.
+    fn acks(&mut self, body: &[zmq::Message]) {
+        let entries = match body {
+            [frame] => protocol::ack_entries(frame),
+            _ => Err(protocol::ProtocolError::Body(
+                "acks without one body frame".into(),
+            )),
+        };
+        let entries = match entries {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("unreadable acks from broker: {e}");
+                return;
+            }
+        };
+        for (request_id, offset, seq) in entries {
+            if let Some(w) = self.waiting.remove(&request_id) {
+                let ack = protocol::encode_publish_ack(offset, seq);
+                let _ = w.tx.send(Ok(vec![zmq::Message::from(&ack[..])]));
+            }
+        }
+    }
+
     fn expire_requests(&mut self) {
-        let timeout = self.request_timeout;
+        let now = Instant::now();
         let expired: Vec<u64> = self
             .waiting
             .iter()
-            .filter(|(_, (tx, sent))| sent.elapsed() >= timeout || tx.is_closed())
+            .filter(|(_, w)| now >= w.deadline || w.tx.is_closed())
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            if let Some((tx, _)) = self.waiting.remove(&id) {
-                let _ = tx.send(Err(Error::Timeout {
+            if let Some(w) = self.waiting.remove(&id) {
+                let _ = w.tx.send(Err(Error::Timeout {
                     what: "request",
-                    timeout,
+                    timeout: w.timeout,
                 }));
             }
         }
@@ -581,7 +638,7 @@ impl IoThread {
     }
 
     /// A queue group event for one of our memberships.
-    fn deliver(&mut self, join_id: u64, body: &[Vec<u8>]) {
+    fn deliver(&mut self, join_id: u64, body: &[zmq::Message]) {
         let Some(member) = self.members.get_mut(&join_id) else {
             return; // left the group; the broker learns it from the LEAVE
         };
@@ -589,7 +646,7 @@ impl IoThread {
             match protocol::decode_event(frame) {
                 Ok(layout) if std::str::from_utf8(&frame[..layout.topic_len]).is_ok() => {
                     member.overflow.push_back(WireEvent {
-                        frame: FrameBuf::Owned(frame.clone()),
+                        frame: FrameBuf::Owned(frame.to_vec()),
                         layout,
                     })
                 }
@@ -803,6 +860,19 @@ pub(crate) async fn request_frames(
     content_type: u8,
     frames: Vec<Vec<u8>>,
 ) -> Result<ReplyFrames> {
+    request_frames_within(io, op, flags, content_type, frames, None).await
+}
+
+/// [`request_frames`] giving up after `timeout` (`None`: the client's request timeout)
+/// with [`Error::Timeout`].
+pub(crate) async fn request_frames_within(
+    io: &IoHandle,
+    op: Op,
+    flags: u8,
+    content_type: u8,
+    frames: Vec<Vec<u8>>,
+    timeout: Option<Duration>,
+) -> Result<ReplyFrames> {
     let (tx, rx) = oneshot::channel();
     io.send(Command::Request {
         op,
@@ -810,6 +880,7 @@ pub(crate) async fn request_frames(
         content_type,
         frames,
         reply: Some(tx),
+        timeout,
     })
     .await?;
     rx.await.map_err(|_| Error::Closed)?

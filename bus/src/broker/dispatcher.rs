@@ -20,11 +20,13 @@ use super::{send_routed, sibling_endpoint, BrokerConfig, BrokerError};
 use crate::log::{EventLog, FsyncPolicy, LogOptions, Record};
 use crate::protocol::{
     self, ContentType, ErrorCode, Header, Hello, Meta, Op, ProtocolError, Stats, TopicStats,
-    FLAG_ACK, FLAG_CONFIRM, FLAG_PRODUCER, KIND_BEACON, KIND_EVENT, STATS_TOPIC, SYNC_TOPIC_PREFIX,
-    VERSION,
+    ACK_ENTRY_LEN, FLAG_ACK, FLAG_BATCH_ACKS, FLAG_CONFIRM, FLAG_PRODUCER, KIND_BEACON, KIND_EVENT,
+    STATS_TOPIC, SYNC_TOPIC_PREFIX, VERSION,
 };
 use crate::topic::{validate_topic, MAX_TOPIC_LEN};
 
+/// Confirms per ACKS message, at most.
+const MAX_ACKS_PER_MESSAGE: usize = 256;
 /// Per-client queue bound for replies (confirms released by one fsync can be thousands).
 const REPLY_HWM: i32 = 10_000;
 /// Requests handled per poll wakeup before the loop looks at its other duties again.
@@ -117,6 +119,8 @@ struct PendingConfirm {
     identity: Vec<u8>,
     delimited: bool,
     request_id: u64,
+    /// The client takes this confirm inside an ACKS message ([`protocol::FLAG_BATCH_ACKS`]).
+    batched: bool,
 }
 
 /// The last event a producer published: what a retry of it is answered with.
@@ -476,11 +480,28 @@ impl Dispatcher {
 
     /// Answer the confirmed publishes below `durable` (an exclusive offset).
     fn release_confirms(&mut self, durable: u64) {
+        // Batched confirms, one ACKS body per client (few clients: a short list beats a map).
+        let mut batches: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         while let Some(c) = self.confirms.front() {
             if c.offset >= durable {
                 break;
             }
             let c = self.confirms.pop_front().expect("front exists");
+            if c.batched {
+                let i = match batches.iter().position(|(who, _)| *who == c.identity) {
+                    Some(i) => i,
+                    None => {
+                        batches.push((c.identity, Vec::with_capacity(64 * ACK_ENTRY_LEN)));
+                        batches.len() - 1
+                    }
+                };
+                protocol::push_ack_entry(&mut batches[i].1, c.request_id, c.offset, c.seq);
+                if batches[i].1.len() >= MAX_ACKS_PER_MESSAGE * ACK_ENTRY_LEN {
+                    let (who, body) = batches.swap_remove(i);
+                    self.send_acks(&who, &body);
+                }
+                continue;
+            }
             let to = ReplyTo {
                 identity: &c.identity,
                 delimited: c.delimited,
@@ -488,6 +509,16 @@ impl Dispatcher {
             };
             let ack = protocol::encode_publish_ack(c.offset, c.seq);
             self.ok_reply(&to, &[&ack]);
+        }
+        for (who, body) in batches {
+            self.send_acks(&who, &body);
+        }
+    }
+
+    fn send_acks(&self, identity: &[u8], body: &[u8]) {
+        let header = Header::new(Op::Acks, 0).encode();
+        if let Err(e) = send_routed(&self.router, identity, false, &header, &[body]) {
+            tracing::debug!("acks not delivered (client gone or not reading): {e}");
         }
     }
 
@@ -726,7 +757,7 @@ impl Dispatcher {
                 self.ok_reply(&reply, &[]);
                 Ok(())
             }),
-            Op::Deliver | Op::Ok | Op::Error => {
+            Op::Deliver | Op::Acks | Op::Ok | Op::Error => {
                 let msg = format!("op {op:?} is a reply, not a request");
                 self.error_reply(&reply, ErrorCode::BadRequest, &msg);
                 Ok(())
@@ -825,6 +856,8 @@ impl Dispatcher {
                 identity: reply.identity.to_vec(),
                 delimited: reply.delimited,
                 request_id: reply.request_id,
+                // A REQ socket takes one reply per request; it cannot use batches.
+                batched: header.flags & FLAG_BATCH_ACKS != 0 && !reply.delimited,
             });
         } else if header.flags & FLAG_ACK != 0 {
             let ack = protocol::encode_publish_ack(offset, seq);
@@ -979,6 +1012,7 @@ impl Dispatcher {
                     identity: reply.identity.to_vec(),
                     delimited: reply.delimited,
                     request_id: reply.request_id,
+                    batched: header.flags & FLAG_BATCH_ACKS != 0 && !reply.delimited,
                 },
             );
             return;
