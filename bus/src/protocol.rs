@@ -145,7 +145,7 @@ pub fn push_ack_entry(body: &mut Vec<u8>, request_id: u64, offset: u64, seq: u64
 pub fn ack_entries(
     body: &[u8],
 ) -> Result<impl Iterator<Item = (u64, u64, u64)> + '_, ProtocolError> {
-    if body.len() % ACK_ENTRY_LEN != 0 {
+    if !body.chunks_exact(ACK_ENTRY_LEN).remainder().is_empty() {
         return Err(ProtocolError::Body(format!(
             "acks body is {} bytes, not a multiple of {ACK_ENTRY_LEN}",
             body.len()

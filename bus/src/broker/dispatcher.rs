@@ -676,7 +676,7 @@ impl Dispatcher {
                 self.ok_reply(&reply, &[&body]);
             }),
             Op::Sync => expect(1).and_then(|()| {
-                let token: &[u8] = &body[0];
+                let token: &[u8] = body[0];
                 if !protocol::valid_sync_token(token) {
                     return Err(ProtocolError::BadRequest(
                         "sync token must be 1..=64 bytes of [A-Za-z0-9_-]".into(),
@@ -715,13 +715,13 @@ impl Dispatcher {
                 Ok(())
             }
             Op::QueueJoin => expect(2).and_then(|()| {
-                let name: &[u8] = &body[0];
+                let name: &[u8] = body[0];
                 if !protocol::valid_group_name(name) {
                     return Err(ProtocolError::BadRequest(
                         "queue group name must be 1..=64 bytes of [A-Za-z0-9_.-]".into(),
                     ));
                 }
-                let filter = std::str::from_utf8(&body[1])
+                let filter = std::str::from_utf8(body[1])
                     .map_err(|_| ProtocolError::BadRequest("filter is not UTF-8".into()))?;
                 let filter = crate::topic::Filter::new(filter)
                     .map_err(|e| ProtocolError::BadRequest(e.to_string()))?;
