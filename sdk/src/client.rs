@@ -60,6 +60,9 @@ pub(crate) struct ClientInner {
     /// Identifies this client's confirmed publishes to the broker (random per client).
     producer_id: u64,
     producer_seq: AtomicU64,
+    /// Held while a confirmed publish takes its producer sequence and enters the I/O
+    /// thread's queue, so queue order is sequence order (see [`Client::publish_raw_confirmed`]).
+    confirm_order: tokio::sync::Mutex<()>,
     /// The tuple space handle, made on the first [`Client::space`] call and shared after.
     space: std::sync::OnceLock<crate::space::Space>,
 }
@@ -128,6 +131,7 @@ impl Client {
                 next_subscription: AtomicU64::new(1),
                 producer_id: random_u64(),
                 producer_seq: AtomicU64::new(0),
+                confirm_order: tokio::sync::Mutex::new(()),
                 space: std::sync::OnceLock::new(),
             }),
         })
@@ -224,24 +228,48 @@ impl Client {
         payload: Vec<u8>,
         content_type: ContentType,
     ) -> Result<(u64, u64)> {
-        let pseq = self.inner.producer_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let producer = (self.inner.producer_id, pseq);
-        let frame = self.publish_frame(topic, Some(producer), |buf| {
-            buf.extend_from_slice(&payload);
-            Ok(())
-        })?;
+        const FLAGS: u8 = FLAG_CONFIRM | FLAG_PRODUCER | FLAG_BATCH_ACKS;
         let options = &self.inner.options;
         let deadline = tokio::time::Instant::now() + options.confirm_timeout;
-        loop {
-            let outcome = io::request_frames_within(
+        // The sequence is taken and the first attempt queued under one (FIFO) lock: the
+        // bounded command channel alone does not keep concurrent callers in order (a caller
+        // handed a freed slot can be overtaken by a newer one that finds a slot free), and
+        // every publish behind an overtaken one would be refused OUT_OF_ORDER and retried
+        // (measured: 8192 concurrent confirmed publishers fell to 18-52k/s in such storms).
+        let (frame, mut first) = {
+            let _order = self.inner.confirm_order.lock().await;
+            let pseq = self.inner.producer_seq.fetch_add(1, Ordering::Relaxed) + 1;
+            let producer = (self.inner.producer_id, pseq);
+            let frame = self.publish_frame(topic, Some(producer), |buf| {
+                buf.extend_from_slice(&payload);
+                Ok(())
+            })?;
+            let reply = io::queue_request(
                 &self.inner.io,
                 Op::Publish,
-                FLAG_CONFIRM | FLAG_PRODUCER | FLAG_BATCH_ACKS,
+                FLAGS,
                 content_type as u8,
                 vec![frame.clone()],
                 Some(options.confirm_attempt_timeout),
             )
-            .await;
+            .await?;
+            (frame, Some(reply))
+        };
+        loop {
+            let outcome = match first.take() {
+                Some(reply) => reply.await.map_err(|_| Error::Closed).and_then(|r| r),
+                None => {
+                    io::request_frames_within(
+                        &self.inner.io,
+                        Op::Publish,
+                        FLAGS,
+                        content_type as u8,
+                        vec![frame.clone()],
+                        Some(options.confirm_attempt_timeout),
+                    )
+                    .await
+                }
+            };
             let retry_in = match outcome {
                 Ok(frames) => {
                     let body = frames.first().map(|f| &f[..]).unwrap_or(&[]);

@@ -873,6 +873,20 @@ pub(crate) async fn request_frames_within(
     frames: Vec<Vec<u8>>,
     timeout: Option<Duration>,
 ) -> Result<ReplyFrames> {
+    let reply = queue_request(io, op, flags, content_type, frames, timeout).await?;
+    reply.await.map_err(|_| Error::Closed)?
+}
+
+/// Queue a request for the I/O thread; the returned receiver gets its reply (or
+/// [`Error::Timeout`] after `timeout`).
+pub(crate) async fn queue_request(
+    io: &IoHandle,
+    op: Op,
+    flags: u8,
+    content_type: u8,
+    frames: Vec<Vec<u8>>,
+    timeout: Option<Duration>,
+) -> Result<oneshot::Receiver<Result<ReplyFrames>>> {
     let (tx, rx) = oneshot::channel();
     io.send(Command::Request {
         op,
@@ -883,7 +897,7 @@ pub(crate) async fn request_frames_within(
         timeout,
     })
     .await?;
-    rx.await.map_err(|_| Error::Closed)?
+    Ok(rx)
 }
 
 /// Decode a CBOR reply body from the first reply frame.
