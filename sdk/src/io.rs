@@ -860,20 +860,7 @@ pub(crate) async fn request_frames(
     content_type: u8,
     frames: Vec<Vec<u8>>,
 ) -> Result<ReplyFrames> {
-    request_frames_within(io, op, flags, content_type, frames, None).await
-}
-
-/// [`request_frames`] giving up after `timeout` (`None`: the client's request timeout)
-/// with [`Error::Timeout`].
-pub(crate) async fn request_frames_within(
-    io: &IoHandle,
-    op: Op,
-    flags: u8,
-    content_type: u8,
-    frames: Vec<Vec<u8>>,
-    timeout: Option<Duration>,
-) -> Result<ReplyFrames> {
-    let reply = queue_request(io, op, flags, content_type, frames, timeout).await?;
+    let reply = queue_request(io, op, flags, content_type, frames, None).await?;
     reply.await.map_err(|_| Error::Closed)?
 }
 
