@@ -6,7 +6,9 @@
 //!
 //! Every event is counted at the subscriber; the clock runs from the first send to the last
 //! receive. Events are `[topic, payload]` through the proxy; the broker's are one frame in
-//! (`header‖topic‖0‖payload`) and one out (`topic‖0‖meta‖payload`). Run: `cargo bench --bench bus_throughput` (`AGORA_BENCH_EVENTS=N` changes the
+//! (`header‖room‖topic‖0‖payload`, as the SDK sends them: the ROOM flag leaves the topic at
+//! byte 32, so the broker turns the frame into the event in place) and one out
+//! (`topic‖0‖meta‖payload`). Run: `cargo bench --bench bus_throughput` (`AGORA_BENCH_EVENTS=N` changes the
 //! count from 1,000,000; `AGORA_BENCH_ONLY=proxy|raw|sdk` runs one path, `AGORA_BENCH_SIZE=N`
 //! one payload size, for profiling).
 
@@ -136,10 +138,11 @@ fn broker_raw(endpoint: &str, events: &str, n: u64, size: usize) -> f64 {
     sub.set_rcvhwm(HWM).unwrap();
     sub.connect(events).unwrap();
     sub.set_subscribe(b"bench.").unwrap();
-    // A publish is one frame: header (version 1, op 0x01, no flags, CBOR, request id 0),
-    // topic, NUL, payload.
+    // A publish is one frame: header (version 1, op 0x01, flag ROOM 0x10, CBOR, request id
+    // 0), 20 bytes of room (the topic starts at byte 32), topic, NUL, payload.
     let frame = |topic: &str, payload: &[u8]| {
-        let mut f = vec![1u8, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut f = vec![1u8, 0x01, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        f.resize(32, 0);
         f.extend_from_slice(topic.as_bytes());
         f.push(0);
         f.extend_from_slice(payload);

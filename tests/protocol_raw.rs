@@ -28,6 +28,7 @@ const FLAG_ACK: u8 = 0x01;
 const FLAG_CONFIRM: u8 = 0x02;
 const FLAG_PRODUCER: u8 = 0x04;
 const FLAG_BATCH_ACKS: u8 = 0x08;
+const FLAG_ROOM: u8 = 0x10;
 
 // Header byte 3 / meta byte 1: content types.
 const CT_CBOR: u8 = 0;
@@ -751,6 +752,89 @@ fn idempotent_producers_confirms_and_offsets_across_a_restart() {
     );
     let r = request(&d, &[&producer_frame(FLAG_ACK, 11, p, 3, b"idem.t")]);
     assert_eq!(ack(&r, 11), (3, 4));
+}
+
+/// A ROOM publish: `header ‖ [producer id ‖ producer seq] ‖ zero padding ‖ topic ‖ 0x00 ‖
+/// payload`, with the topic at byte 32.
+fn room_frame(
+    flags: u8,
+    id: u64,
+    producer: Option<(u64, u64)>,
+    topic: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = header(OP_PUBLISH, flags | FLAG_ROOM, CT_RAW, id);
+    if let Some((producer, pseq)) = producer {
+        f[2] |= FLAG_PRODUCER;
+        f.extend_from_slice(&producer.to_le_bytes());
+        f.extend_from_slice(&pseq.to_le_bytes());
+    }
+    f.resize(32, 0);
+    f.extend_from_slice(topic);
+    f.push(0);
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn room_publishes_arrive_like_plain_ones() {
+    let broker = TestBroker::start_with(|c| c.stats_interval = Duration::from_secs(3600));
+    let ctx = zmq::Context::new();
+    let ep = broker.endpoint();
+    let sub = subscriber(&ctx, &ep, &[b"room."]);
+    let d = dealer(&ctx, &ep);
+    let long_topic = [b"room.".as_slice(), &[b'x'; 200]].concat();
+    // Plain and ROOM publishes interleaved; topics shorter and longer than the 32-byte room,
+    // with and without producer fields, with and without ACK, payloads with NULs and empty.
+    let sent: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (b"room.a".to_vec(), b"first\0one".to_vec()),
+        (b"room.b".to_vec(), Vec::new()),
+        (long_topic.clone(), vec![0xab; 1000]),
+        (b"room.a".to_vec(), b"plain".to_vec()),
+        (b"room.a".to_vec(), b"produced".to_vec()),
+    ];
+    send(&d, &[&room_frame(0, 1, None, &sent[0].0, &sent[0].1)]);
+    let r = request(
+        &d,
+        &[&room_frame(FLAG_ACK, 2, None, &sent[1].0, &sent[1].1)],
+    );
+    assert_eq!(ack(&r, 2), (1, 1));
+    send(&d, &[&room_frame(0, 3, None, &sent[2].0, &sent[2].1)]);
+    send(&d, &[&publish_frame(0, CT_RAW, 4, &sent[3].0, &sent[3].1)]);
+    let r = request(
+        &d,
+        &[&room_frame(
+            FLAG_ACK,
+            5,
+            Some((77, 1)),
+            &sent[4].0,
+            &sent[4].1,
+        )],
+    );
+    assert_eq!(ack(&r, 5), (4, 3));
+    for (i, (topic, payload)) in sent.iter().enumerate() {
+        let ev = recv_non_beacon(&sub);
+        assert_eq!(&ev.topic, topic, "event {i}");
+        assert_eq!(&ev.payload, payload, "event {i}");
+        assert_eq!(ev.offset(), i as u64);
+        assert_eq!(ev.meta[1], CT_RAW);
+        assert_eq!(ev.kind(), KIND_EVENT);
+    }
+
+    // Too short for the room: refused as malformed, nothing forwarded.
+    let mut short = header(OP_PUBLISH, FLAG_ROOM, CT_RAW, 6);
+    short.extend_from_slice(&[0; 10]);
+    assert_error(&request(&d, &[&short]), 6, E_MALFORMED);
+    // The topic must start at byte 32: a topic right after the header is partly read as
+    // padding (here its first 20 bytes, leaving `.p`, which is not a valid topic).
+    let wrong = publish_frame(FLAG_ROOM, CT_RAW, 7, b"room.abcdefghijklmno.p", b"x");
+    assert_error(&request(&d, &[&wrong]), 7, E_BAD_TOPIC);
+    let mut items = [sub.as_poll_item(zmq::POLLIN)];
+    assert_eq!(
+        zmq::poll(&mut items, 100).expect("poll"),
+        0,
+        "refused publishes are not forwarded"
+    );
 }
 
 #[test]

@@ -131,6 +131,14 @@ pub const FLAG_PRODUCER: u8 = 0x04;
 /// Publish flag, with [`FLAG_CONFIRM`]: the confirm may come inside an [`Op::Acks`] message
 /// together with others for the same client, instead of as its own `Ok` reply.
 pub const FLAG_BATCH_ACKS: u8 = 0x08;
+/// Publish flag: the topic starts at byte [`PUBLISH_ROOM`] of the frame; the bytes between the
+/// header (or the producer fields) and it are padding. Such a frame is as long as the event it
+/// becomes, so the broker turns it into the event in place ([`publish_into_event`]) and sends
+/// the received message on, without allocating or copying the payload.
+pub const FLAG_ROOM: u8 = 0x10;
+/// Where the topic starts in a publish with [`FLAG_ROOM`]: the length of the meta, so that
+/// `room ‖ topic ‖ 0 ‖ payload` and `topic ‖ 0 ‖ meta ‖ payload` are the same length.
+pub const PUBLISH_ROOM: usize = META_LEN;
 /// Bytes per entry of an [`Op::Acks`] body.
 pub const ACK_ENTRY_LEN: usize = 24;
 
@@ -171,6 +179,26 @@ pub fn split_producer(rest: &[u8]) -> Result<((u64, u64), &[u8]), ProtocolError>
     let id = u64::from_le_bytes(rest[..8].try_into().expect("8"));
     let seq = u64::from_le_bytes(rest[8..16].try_into().expect("8"));
     Ok(((id, seq), &rest[16..]))
+}
+
+/// Skip a [`FLAG_ROOM`] publish's padding: `rest` is what follows the header (and the producer
+/// fields, `producer_len` bytes of them); the result starts at the topic.
+pub fn split_room(rest: &[u8], producer_len: usize) -> Result<&[u8], ProtocolError> {
+    let pad = PUBLISH_ROOM - HEADER_LEN - producer_len;
+    rest.get(pad..).ok_or_else(|| {
+        ProtocolError::Body(format!(
+            "publish with the room flag is too short: the topic starts at byte {PUBLISH_ROOM}"
+        ))
+    })
+}
+
+/// Turn a [`FLAG_ROOM`] publish frame, whose topic (`topic_len` bytes) starts at
+/// [`PUBLISH_ROOM`], into the event frame `topic ‖ 0 ‖ meta ‖ payload` in place: the topic and
+/// its NUL move to the front and the meta takes the room; the payload stays where it is.
+#[inline]
+pub fn publish_into_event(frame: &mut [u8], topic_len: usize, meta: &Meta) {
+    frame.copy_within(PUBLISH_ROOM..PUBLISH_ROOM + topic_len + 1, 0);
+    frame[topic_len + 1..topic_len + 1 + META_LEN].copy_from_slice(&meta.encode());
 }
 
 /// How a payload is encoded. The broker never looks inside; it carries the byte along.
@@ -800,6 +828,42 @@ mod tests {
         };
         assert_eq!(Meta::decode(&m.encode()).unwrap(), m);
         assert_eq!(Meta::decode(&[9; META_LEN]), Err(ProtocolError::Version(9)));
+    }
+
+    #[test]
+    fn room_publish_becomes_its_event_in_place() {
+        let meta = Meta {
+            kind: KIND_EVENT,
+            offset: 9,
+            seq: 2,
+            time_ns: 77,
+            content_type: 0,
+        };
+        // Topics shorter and longer than the room (the move overlaps itself then).
+        for topic in [
+            "a",
+            "orders.eu.created",
+            &"t".repeat(crate::topic::MAX_TOPIC_LEN),
+        ] {
+            for producer_len in [0, 16] {
+                let mut frame = Header::new(Op::Publish, 1).encode().to_vec();
+                frame.resize(HEADER_LEN + producer_len, 0xee);
+                frame.resize(PUBLISH_ROOM, 0);
+                frame.extend_from_slice(topic.as_bytes());
+                frame.push(0);
+                frame.extend_from_slice(b"payload\0bytes");
+                let rest = split_room(&frame[HEADER_LEN + producer_len..], producer_len).unwrap();
+                let (t, payload) = split_topic(rest, crate::topic::MAX_TOPIC_LEN).unwrap();
+                assert_eq!((t, payload), (topic.as_bytes(), &b"payload\0bytes"[..]));
+                let expected = encode_event(topic.as_bytes(), &meta, b"payload\0bytes");
+                publish_into_event(&mut frame, topic.len(), &meta);
+                assert_eq!(frame, expected);
+            }
+        }
+        // Shorter than the padding: 4 bytes with the producer fields, 20 without.
+        assert!(split_room(&[0u8; 3], 16).is_err());
+        assert!(split_room(&[0u8; 19], 0).is_err());
+        assert_eq!(split_room(&[0u8; 20], 0).unwrap(), b"");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agora_bus::protocol::{
     self, ContentType, ErrorCode, Hello, Op, Stats, FLAG_ACK, FLAG_BATCH_ACKS, FLAG_CONFIRM,
-    FLAG_PRODUCER, HEADER_LEN,
+    FLAG_PRODUCER, FLAG_ROOM, HEADER_LEN, PUBLISH_ROOM,
 };
 use agora_bus::topic::{validate_topic, Filter};
 use serde::de::DeserializeOwned;
@@ -282,7 +282,7 @@ impl Client {
         io::queue_request(
             &self.inner.io,
             Op::Publish,
-            FLAG_CONFIRM | FLAG_PRODUCER | FLAG_BATCH_ACKS,
+            FLAG_CONFIRM | FLAG_PRODUCER | FLAG_BATCH_ACKS | FLAG_ROOM,
             content_type as u8,
             vec![frame.to_vec()],
             Some(self.inner.options.confirm_attempt_timeout),
@@ -290,8 +290,9 @@ impl Client {
         .await
     }
 
-    /// Build `room for the header ‖ [producer id, seq] ‖ topic ‖ 0 ‖ payload`, checking
-    /// topic and size.
+    /// Build `room for the header ‖ [producer id, seq] ‖ padding ‖ topic ‖ 0 ‖ payload` with
+    /// the topic at [`PUBLISH_ROOM`] (sent with [`FLAG_ROOM`], so the broker turns the frame
+    /// into the event in place), checking topic and size.
     fn publish_frame(
         &self,
         topic: &str,
@@ -300,13 +301,15 @@ impl Client {
     ) -> Result<Vec<u8>> {
         validate_topic(topic.as_bytes())?;
         let producer_len = if producer.is_some() { 16 } else { 0 };
-        let start = HEADER_LEN + producer_len + topic.len() + 1;
+        debug_assert!(HEADER_LEN + producer_len <= PUBLISH_ROOM);
+        let start = PUBLISH_ROOM + topic.len() + 1;
         let mut frame = Vec::with_capacity(start + 64);
         frame.resize(HEADER_LEN, 0);
         if let Some((id, seq)) = producer {
             frame.extend_from_slice(&id.to_le_bytes());
             frame.extend_from_slice(&seq.to_le_bytes());
         }
+        frame.resize(PUBLISH_ROOM, 0);
         frame.extend_from_slice(topic.as_bytes());
         frame.push(0);
         write_payload(&mut frame)?;
@@ -323,7 +326,7 @@ impl Client {
             .io
             .send(Command::Request {
                 op: Op::Publish,
-                flags: 0,
+                flags: FLAG_ROOM,
                 content_type: content_type as u8,
                 frames: vec![frame],
                 reply: None,
@@ -357,7 +360,7 @@ impl Client {
         let frames = io::request_frames(
             &self.inner.io,
             Op::Publish,
-            FLAG_ACK,
+            FLAG_ACK | FLAG_ROOM,
             content_type as u8,
             vec![frame],
         )

@@ -1,8 +1,10 @@
 //! The dispatcher thread: owns the request ROUTER and the events XPUB, and runs the broker's
 //! state machine with `zmq::poll`.
 //!
-//! Per publish: read the frames (no copy), check header/topic/size, stamp a [`Meta`], send
-//! topic + meta + the received payload message on the XPUB. The events socket runs with
+//! Per publish: read the frames (no copy), check header/topic/size, stamp a [`Meta`], append
+//! to the log, and send the event on the XPUB: a publish with the ROOM flag (what the SDK
+//! sends) becomes the event inside the received message, which goes on as it is; any other
+//! is copied into a new event message. The events socket runs with
 //! `ZMQ_XPUB_NODROP`, so a full subscriber queue pushes back instead of losing events; if one
 //! subscriber stays full for longer than `slow_consumer_timeout`, the broker switches the socket
 //! to lossy for a while so the others are served, and counts those sends as `dropped` (the slow
@@ -16,12 +18,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustc_hash::FxHashMap;
 
+use super::frame::Frame;
 use super::{send_routed, sibling_endpoint, BrokerConfig, BrokerError};
 use crate::log::{EventLog, FsyncPolicy, LogOptions, Record};
 use crate::protocol::{
     self, ContentType, ErrorCode, Header, Hello, Meta, Op, ProtocolError, Stats, TopicStats,
-    ACK_ENTRY_LEN, FLAG_ACK, FLAG_BATCH_ACKS, FLAG_CONFIRM, FLAG_PRODUCER, KIND_BEACON, KIND_EVENT,
-    STATS_TOPIC, SYNC_TOPIC_PREFIX, VERSION,
+    ACK_ENTRY_LEN, FLAG_ACK, FLAG_BATCH_ACKS, FLAG_CONFIRM, FLAG_PRODUCER, FLAG_ROOM, KIND_BEACON,
+    KIND_EVENT, STATS_TOPIC, SYNC_TOPIC_PREFIX, VERSION,
 };
 use crate::topic::{validate_topic, MAX_TOPIC_LEN};
 
@@ -31,6 +34,9 @@ const MAX_ACKS_PER_MESSAGE: usize = 256;
 const REPLY_HWM: i32 = 10_000;
 /// Requests handled per poll wakeup before the loop looks at its other duties again.
 const REQUEST_BATCH: usize = 4096;
+/// Requests that share one reading of the clock for their events' timestamps (reading it
+/// per event was a twentieth of the dispatcher's time; a run of these takes microseconds).
+const REQUESTS_PER_CLOCK_READ: usize = 32;
 /// The most frames a request may have; more is malformed (and is not buffered).
 const MAX_FRAMES: usize = 8;
 /// How long appended fire-and-forget events may sit in the log's buffer before they are
@@ -159,6 +165,13 @@ pub(super) struct Dispatcher {
     pub(super) space_events: Option<SpaceEvents>,
     groups: Vec<QueueGroup>,
     producers: HashMap<u64, ProducerState>,
+    /// Set by a [`FLAG_ROOM`] publish that was stamped and logged: its frame (the request's
+    /// frame at this index) becomes the event in place, with this topic length and meta, once
+    /// the request's slices are no longer borrowed (see [`Dispatcher::drain_requests`]).
+    forward_in_place: Option<(usize, usize, Meta)>,
+    /// While requests are drained: the time to stamp their events with (see
+    /// [`REQUESTS_PER_CLOCK_READ`]); `None` otherwise, and events read the clock themselves.
+    stamp_time_ns: Option<u64>,
     /// Appended since the last commit.
     uncommitted: bool,
     last_commit: Instant,
@@ -166,7 +179,10 @@ pub(super) struct Dispatcher {
 
     next_offset: u64,
     last_time_ns: u64,
-    topics: FxHashMap<Box<[u8]>, TopicState>,
+    /// Every topic ever published (recovered from the log, then as they come): name -> index
+    /// into `topics`, which holds each one's name and state.
+    topic_index: FxHashMap<Box<[u8]>, usize>,
+    topics: Vec<(Box<str>, TopicState)>,
     /// Subscription prefix -> number of subscriptions (from XPUB_VERBOSER messages).
     subscriptions: HashMap<Vec<u8>, u64>,
     subscription_count: u64,
@@ -276,12 +292,14 @@ impl Dispatcher {
             topics = recovery.last_seq_by_topic.len(),
             "event log open"
         );
-        let mut topics = FxHashMap::default();
+        let mut topic_index = FxHashMap::default();
+        let mut topics = Vec::with_capacity(recovery.last_seq_by_topic.len());
         for (name, seq) in &recovery.last_seq_by_topic {
             let mut state = TopicState::new();
             state.seq = *seq;
             state.beaconed_seq = *seq;
-            topics.insert(Box::from(name.as_bytes()), state);
+            topic_index.insert(Box::from(name.as_bytes()), topics.len());
+            topics.push((Box::from(name.as_str()), state));
         }
         let producers = recovery
             .producers
@@ -329,6 +347,7 @@ impl Dispatcher {
             doorbell,
             next_offset: recovery.next_offset,
             last_time_ns: 0,
+            topic_index,
             topics,
             log,
             durable_bell,
@@ -337,6 +356,8 @@ impl Dispatcher {
             space_events: None,
             groups: Vec::new(),
             producers,
+            forward_in_place: None,
+            stamp_time_ns: None,
             uncommitted: false,
             last_commit: now,
             last_retention: now,
@@ -364,7 +385,8 @@ impl Dispatcher {
         );
         let interval = self.config.stats_interval;
         let mut next_stats = Instant::now() + interval;
-        let mut frames: Vec<zmq::Message> = Vec::with_capacity(MAX_FRAMES);
+        // One slot per frame a request may have, and one more to notice a longer request.
+        let mut frames: Vec<Frame> = (0..=MAX_FRAMES).map(|_| Frame::new()).collect();
         // Queue groups holding events back: look again soon even with nothing to read.
         let mut backlog = false;
         loop {
@@ -537,7 +559,7 @@ impl Dispatcher {
         }
         for (topic, payload) in batch {
             let ct = ContentType::Cbor as u8;
-            if let Err(e) = self.append_and_forward(topic, &payload, ct, None) {
+            if let Err(e) = self.append_and_forward((topic, None), &payload, ct, None, Forward::Copy) {
                 tracing::error!("event log append failed for {topic}: {e}");
             }
         }
@@ -590,21 +612,35 @@ impl Dispatcher {
         }
     }
 
-    fn drain_requests(&mut self, frames: &mut Vec<zmq::Message>) -> Result<(), BrokerError> {
-        for _ in 0..REQUEST_BATCH {
-            match recv_frames(&self.router, frames) {
-                Ok(()) => {}
+    fn drain_requests(&mut self, frames: &mut [Frame]) -> Result<(), BrokerError> {
+        let drained = self.drain_request_batch(frames);
+        self.stamp_time_ns = None;
+        drained
+    }
+
+    fn drain_request_batch(&mut self, frames: &mut [Frame]) -> Result<(), BrokerError> {
+        for i in 0..REQUEST_BATCH {
+            let n = match recv_frames(&mut self.router, frames) {
+                Ok(n) => n,
                 Err(zmq::Error::EAGAIN) => return Ok(()),
                 Err(zmq::Error::EINTR) => return Ok(()),
                 Err(e) => return Err(e.into()),
+            };
+            if i % REQUESTS_PER_CLOCK_READ == 0 {
+                self.stamp_time_ns = Some(now_ns());
             }
             self.requests += 1;
-            // Each `Deref` of a zmq::Message is two FFI calls; look at every frame once.
+            // Getting a frame's bytes is two FFI calls; look at every frame once.
             let mut parts: [&[u8]; MAX_FRAMES + 1] = [&[]; MAX_FRAMES + 1];
             for (part, frame) in parts.iter_mut().zip(frames.iter()) {
-                *part = frame;
+                *part = frame.as_slice();
             }
-            self.handle(&parts[..frames.len()]);
+            self.handle(&parts[..n]);
+            if let Some((index, topic_len, meta)) = self.forward_in_place.take() {
+                let frame = &mut frames[index];
+                protocol::publish_into_event(frame.as_mut_slice(), topic_len, &meta);
+                self.egress.send_frame(frame);
+            }
         }
         Ok(())
     }
@@ -657,7 +693,7 @@ impl Dispatcher {
             }
         };
         let result = match op {
-            Op::Publish => expect(0).map(|()| self.publish(&reply, header, inline)),
+            Op::Publish => expect(0).map(|()| self.publish(&reply, header, inline, first)),
             Op::Hello => expect(0).map(|()| {
                 let hello = Hello {
                     version: VERSION,
@@ -770,7 +806,10 @@ impl Dispatcher {
 
     /// The hot path: check, stamp, log, forward. `inline` is the publish frame after its
     /// header.
-    fn publish(&mut self, reply: &ReplyTo<'_>, header: Header, inline: &[u8]) {
+    ///
+    /// `frame_index` is the publish frame's index among the request's frames: a
+    /// [`FLAG_ROOM`] publish is forwarded as that very frame (see `forward_in_place`).
+    fn publish(&mut self, reply: &ReplyTo<'_>, header: Header, inline: &[u8], frame_index: usize) {
         let (producer, inline) = if header.flags & FLAG_PRODUCER != 0 {
             match protocol::split_producer(inline) {
                 Ok(p) => (Some(p.0), p.1),
@@ -782,6 +821,19 @@ impl Dispatcher {
         } else {
             (None, inline)
         };
+        let in_place = header.flags & FLAG_ROOM != 0;
+        let inline = if in_place {
+            let producer_len = if producer.is_some() { 16 } else { 0 };
+            match protocol::split_room(inline, producer_len) {
+                Ok(rest) => rest,
+                Err(e) => {
+                    self.rejected += 1;
+                    return self.error_reply(reply, e.code(), &e.to_string());
+                }
+            }
+        } else {
+            inline
+        };
         let (topic, payload) = match protocol::split_topic(inline, MAX_TOPIC_LEN) {
             Ok(parts) => parts,
             Err(e) => {
@@ -789,12 +841,13 @@ impl Dispatcher {
                 return self.error_reply(reply, ErrorCode::BadTopic, &e.to_string());
             }
         };
-        let topic_str = match self.topics.contains_key(topic) {
-            // SAFETY: every key of `self.topics` was made from a `&str` (a topic that passed
-            // `validate_topic`, or one recovered from the log as a `String`), so it is UTF-8.
-            // A known topic skips the check: it was a tenth of the dispatcher's hot path.
-            true => unsafe { std::str::from_utf8_unchecked(topic) },
-            false => match validate_topic(topic) {
+        let topic_index = self.topic_index.get(topic).copied();
+        let topic_str = match topic_index {
+            // SAFETY: every key of `self.topic_index` was made from a `&str` (a topic that
+            // passed `validate_topic`, or one recovered from the log as a `String`), so it is
+            // UTF-8. A known topic skips the check: it was a tenth of the dispatcher's hot path.
+            Some(_) => unsafe { std::str::from_utf8_unchecked(topic) },
+            None => match validate_topic(topic) {
                 Ok(t) => t,
                 Err(e) => {
                     self.rejected += 1;
@@ -839,15 +892,25 @@ impl Dispatcher {
             }
         }
 
-        let (offset, seq) =
-            match self.append_and_forward(topic_str, payload, header.content_type, producer) {
-                Ok(stamp) => stamp,
-                Err(e) => {
-                    tracing::error!("event log append failed: {e}");
-                    let msg = format!("event log: {e}");
-                    return self.error_reply(reply, ErrorCode::Internal, &msg);
-                }
-            };
+        let forward = match in_place {
+            true => Forward::InPlace { frame_index },
+            false => Forward::Copy,
+        };
+        let stamped = self.append_and_forward(
+            (topic_str, topic_index),
+            payload,
+            header.content_type,
+            producer,
+            forward,
+        );
+        let (offset, seq) = match stamped {
+            Ok(stamp) => stamp,
+            Err(e) => {
+                tracing::error!("event log append failed: {e}");
+                let msg = format!("event log: {e}");
+                return self.error_reply(reply, ErrorCode::Internal, &msg);
+            }
+        };
 
         if header.flags & FLAG_CONFIRM != 0 {
             self.confirms.push_back(PendingConfirm {
@@ -866,24 +929,33 @@ impl Dispatcher {
     }
 
     /// Stamp an event with the next offset, its topic's next sequence and the time, append it
-    /// to the log, and send it to subscribers. Returns `(offset, seq)`.
+    /// to the log, and send it to subscribers (or leave that to `drain_requests`, see
+    /// [`Forward::InPlace`]). `topic` comes with its index in `self.topics` if the caller has
+    /// looked it up. Returns `(offset, seq)`.
     fn append_and_forward(
         &mut self,
-        topic: &str,
+        (topic, topic_index): (&str, Option<usize>),
         payload: &[u8],
         content_type: u8,
         producer: Option<(u64, u64)>,
+        forward: Forward,
     ) -> Result<(u64, u64), crate::log::LogError> {
         let offset = self.next_offset;
-        let time_ns = now_ns().max(self.last_time_ns);
+        let time_ns = self
+            .stamp_time_ns
+            .unwrap_or_else(now_ns)
+            .max(self.last_time_ns);
         let topic_bytes = topic.as_bytes();
-        let state = match self.topics.get_mut(topic_bytes) {
-            Some(s) => s,
-            None => self
-                .topics
-                .entry(Box::from(topic_bytes))
-                .or_insert_with(TopicState::new),
+        let index = match topic_index.or_else(|| self.topic_index.get(topic_bytes).copied()) {
+            Some(i) => i,
+            None => {
+                self.topic_index
+                    .insert(Box::from(topic_bytes), self.topics.len());
+                self.topics.push((Box::from(topic), TopicState::new()));
+                self.topics.len() - 1
+            }
         };
+        let state = &mut self.topics[index].1;
         let seq = state.seq + 1;
         self.log.append(&Record {
             offset,
@@ -926,9 +998,14 @@ impl Dispatcher {
             time_ns,
             content_type,
         };
-        self.egress.send(topic_bytes, &meta, payload);
         if !self.groups.is_empty() {
             self.deliver_to_groups(topic, &meta, payload);
+        }
+        match forward {
+            Forward::Copy => self.egress.send(topic_bytes, &meta, payload),
+            Forward::InPlace { frame_index } => {
+                self.forward_in_place = Some((frame_index, topic.len(), meta));
+            }
         }
         Ok((offset, seq))
     }
@@ -1036,7 +1113,7 @@ impl Dispatcher {
                 .iter()
                 .map(|(name, t)| {
                     (
-                        String::from_utf8_lossy(name).into_owned(),
+                        name.to_string(),
                         TopicStats {
                             events: t.events,
                             seq: t.seq,
@@ -1055,7 +1132,7 @@ impl Dispatcher {
         self.last_tick = now;
         self.rate_in = (self.events_in - self.events_in_at_tick) as f64 / secs;
         self.events_in_at_tick = self.events_in;
-        for t in self.topics.values_mut() {
+        for (_, t) in self.topics.iter_mut() {
             t.rate = (t.events - t.events_at_tick) as f64 / secs;
             t.events_at_tick = t.events;
         }
@@ -1112,7 +1189,7 @@ impl Dispatcher {
                 time_ns,
                 content_type: ContentType::Raw as u8,
             };
-            self.egress.send(topic, &meta, &[]);
+            self.egress.send(topic.as_bytes(), &meta, &[]);
             if self.egress.lossy_until.is_none() {
                 state.beaconed_seq = state.seq;
                 if moved && repeat {
@@ -1178,22 +1255,30 @@ fn is_prefix_of_event(prefix: &[u8], topic: &[u8]) -> bool {
     }
 }
 
-/// Receive one multipart message. Only the first frame can fail with EAGAIN (the rest of a
-/// multipart message arrives atomically). Frames past [`MAX_FRAMES`] are read and discarded,
-/// keeping one extra so the request is recognised as oversized.
-fn recv_frames(sock: &zmq::Socket, frames: &mut Vec<zmq::Message>) -> Result<(), zmq::Error> {
-    frames.clear();
+/// How a stamped event reaches the events socket.
+#[derive(Clone, Copy, Debug)]
+enum Forward {
+    /// Encoded into a new message (topic, meta and a copy of the payload).
+    Copy,
+    /// The publish frame itself (a [`FLAG_ROOM`] publish, the request's frame at this index)
+    /// becomes the event in place and is sent on.
+    InPlace { frame_index: usize },
+}
+
+/// Receive one multipart message into `frames` (`MAX_FRAMES + 1` slots); returns how many
+/// frames it has, at most `MAX_FRAMES + 1`. Only the first frame can fail with EAGAIN (the
+/// rest of a multipart message arrives atomically). Frames past [`MAX_FRAMES`] are read into
+/// the last slot, one over the other, so the request is recognised as oversized.
+fn recv_frames(sock: &mut zmq::Socket, frames: &mut [Frame]) -> Result<usize, zmq::Error> {
+    let mut n = 0;
     let mut flags = zmq::DONTWAIT;
     loop {
-        let mut msg = zmq::Message::new();
-        sock.recv(&mut msg, flags)?;
+        let slot = n.min(MAX_FRAMES);
+        frames[slot].recv(sock, flags)?;
         flags = 0;
-        let more = msg.get_more();
-        if frames.len() <= MAX_FRAMES {
-            frames.push(msg);
-        }
-        if !more {
-            return Ok(());
+        n += 1;
+        if !frames[slot].more() {
+            return Ok(n.min(MAX_FRAMES + 1));
         }
     }
 }
@@ -1224,16 +1309,20 @@ impl Egress {
                 tracing::info!("events socket back to lossless delivery");
             }
         }
-        let len = protocol::event_len(topic.len(), payload.len());
-        // Encoded straight into the outgoing message (the one copy of the payload). A refused
-        // send (EAGAIN: a subscriber's queue is full under NODROP) consumes the message, so a
-        // retry encodes it again.
+        // Encoded straight into the outgoing message (the one copy of the payload).
+        let mut frame = Frame::with_len(protocol::event_len(topic.len(), payload.len()));
+        protocol::encode_event_into(frame.as_mut_slice(), topic, meta, payload);
+        self.send_frame(&mut frame);
+    }
+
+    /// Send one event frame, as [`Egress::send`] describes. The frame is empty afterwards.
+    fn send_frame(&mut self, frame: &mut Frame) {
         let mut blocked_since: Option<Instant> = None;
         let mut flags = zmq::DONTWAIT;
         loop {
-            let mut msg = zmq::Message::with_size(len);
-            protocol::encode_event_into(&mut msg, topic, meta, payload);
-            match self.xpub.send(msg, flags) {
+            // A refused send (EAGAIN: a subscriber's queue is full under NODROP) leaves the
+            // frame with us for the next attempt.
+            match frame.send(&mut self.xpub, flags) {
                 Ok(()) => break,
                 Err(zmq::Error::EAGAIN) => {
                     let since = *blocked_since.get_or_insert_with(Instant::now);

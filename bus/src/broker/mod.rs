@@ -7,10 +7,12 @@
 //!   and returns.
 //!
 //! The dispatcher owns the request `ROUTER` and the events `XPUB`. A publish is read as
-//! ZeroMQ messages, checked (header, topic, size), stamped with offset/sequence/time, and the
-//! same message buffers go out on the XPUB: the payload is never decoded or copied.
+//! ZeroMQ messages, checked (header, topic, size), stamped with offset/sequence/time, logged,
+//! and sent on the XPUB; the payload is never decoded, and a ROOM publish's message goes out
+//! itself, rewritten in place into the event (`frame.rs` owns such messages).
 
 mod dispatcher;
+mod frame;
 mod replay;
 
 pub use replay::CURSORS_FILE;
