@@ -334,10 +334,11 @@ impl EventLog {
                 "segment_bytes and index_interval must be positive".into(),
             ));
         }
-        if opts.max_record_bytes > (u32::MAX as usize) {
-            return Err(LogError::InvalidOptions(
-                "max_record_bytes must fit in 32 bits".into(),
-            ));
+        if opts.max_record_bytes > record::MAX_BODY_LEN {
+            return Err(LogError::InvalidOptions(format!(
+                "max_record_bytes must be at most {} (31 bits)",
+                record::MAX_BODY_LEN
+            )));
         }
         fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
         let lock = Self::lock_dir(dir)?;

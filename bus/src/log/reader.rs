@@ -10,7 +10,9 @@ use std::fs::File;
 use std::io::{self, BufReader, ErrorKind, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use super::record::{crc_ok, decode_body, parse_header, Record, HEADER_LEN, MIN_BODY_LEN};
+use super::record::{
+    crc_ok, decode_body, parse_header, Checksum, Record, HEADER_LEN, MIN_BODY_LEN,
+};
 use super::segment::segment_path;
 use super::{LogError, OwnedRecord, Shared};
 
@@ -310,7 +312,7 @@ fn read_one(
     body: &mut Vec<u8>,
     max_body: usize,
     room: u64,
-) -> io::Result<Result<u32, String>> {
+) -> io::Result<Result<Checksum, String>> {
     let mut h = [0u8; HEADER_LEN];
     if let Err(e) = rd.read_exact(&mut h) {
         if e.kind() == ErrorKind::UnexpectedEof {

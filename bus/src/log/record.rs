@@ -1,4 +1,10 @@
-//! The on-disk record: `[u32 LE body length][u32 LE crc32(body)][body]`.
+//! The on-disk record: `[u32 LE body length | CRC32C_BIT][u32 LE checksum(body)][body]`.
+//!
+//! The checksum is CRC-32C (Castagnoli, computed with the CPU's `crc32` instruction where
+//! there is one) when bit 31 of the length word is set, which is how this version writes
+//! every record; records without the bit (logs written before) carry a CRC-32 (IEEE) and are
+//! read as such. A body is at most [`MAX_BODY_LEN`] bytes, so the bit is never part of a
+//! length.
 //!
 //! Body layout (all integers little endian):
 //!
@@ -18,6 +24,10 @@ use std::io::{self, Write};
 
 /// Bytes of the record header (length + crc).
 pub const HEADER_LEN: usize = 8;
+/// Set in the length word when the checksum is CRC-32C; clear for CRC-32 (IEEE).
+const CRC32C_BIT: u32 = 1 << 31;
+/// Largest body a record can have (the length word's low 31 bits).
+pub const MAX_BODY_LEN: usize = (CRC32C_BIT - 1) as usize;
 /// Smallest possible body: no producer, empty topic, empty payload.
 pub const MIN_BODY_LEN: usize = 8 + 8 + 8 + 1 + 1 + 2;
 /// Largest fixed part of a body (with producer), before topic and payload.
@@ -124,14 +134,13 @@ impl Record<'_> {
         let topic_len = u16::try_from(self.topic.len()).unwrap_or(u16::MAX);
         fixed[n..n + 2].copy_from_slice(&topic_len.to_le_bytes());
         n += 2;
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&fixed[..n]);
-        crc.update(self.topic.as_bytes());
-        crc.update(self.payload);
-        let body_len = u32::try_from(self.body_len()).unwrap_or(u32::MAX);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&fixed[..n]), self.topic.as_bytes());
+        let crc = crc32c::crc32c_append(crc, self.payload);
+        debug_assert!(self.body_len() <= MAX_BODY_LEN);
+        let len_word = (self.body_len() as u32 & !CRC32C_BIT) | CRC32C_BIT;
         let mut header = [0u8; HEADER_LEN];
-        header[0..4].copy_from_slice(&body_len.to_le_bytes());
-        header[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+        header[0..4].copy_from_slice(&len_word.to_le_bytes());
+        header[4..8].copy_from_slice(&crc.to_le_bytes());
         w.write_all(&header)?;
         w.write_all(&fixed[..n])?;
         w.write_all(self.topic.as_bytes())?;
@@ -139,11 +148,23 @@ impl Record<'_> {
     }
 }
 
-/// Parses a record header into `(body length, crc)`.
-pub(crate) fn parse_header(h: &[u8; HEADER_LEN]) -> (u32, u32) {
-    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+/// A record's stored checksum, of the kind its header names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checksum {
+    /// CRC-32C, what this version writes.
+    Crc32c(u32),
+    /// CRC-32 (IEEE), in logs written before.
+    Crc32(u32),
+}
+
+/// Parses a record header into `(body length, checksum)`.
+pub(crate) fn parse_header(h: &[u8; HEADER_LEN]) -> (u32, Checksum) {
+    let word = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
     let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-    (len, crc)
+    match word & CRC32C_BIT {
+        0 => (word, Checksum::Crc32(crc)),
+        _ => (word & !CRC32C_BIT, Checksum::Crc32c(crc)),
+    }
 }
 
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
@@ -180,9 +201,12 @@ pub(crate) fn decode_body(body: &[u8]) -> Option<Record<'_>> {
     })
 }
 
-/// Checks the CRC of `body` against `crc`.
-pub(crate) fn crc_ok(body: &[u8], crc: u32) -> bool {
-    crc32fast::hash(body) == crc
+/// Checks `body` against its stored checksum.
+pub(crate) fn crc_ok(body: &[u8], crc: Checksum) -> bool {
+    match crc {
+        Checksum::Crc32c(c) => crc32c::crc32c(body) == c,
+        Checksum::Crc32(c) => crc32fast::hash(body) == c,
+    }
 }
 
 #[cfg(test)]
@@ -213,7 +237,40 @@ mod tests {
             assert_eq!(decode_body(body), Some(r));
             let owned = OwnedRecord::from(r);
             assert_eq!(owned.as_record(), r);
+            // Any flipped bit of the body fails the check.
+            let mut bad = body.to_vec();
+            let last = bad.len() - 1;
+            bad[last] ^= 0x10;
+            assert!(!crc_ok(&bad, crc));
         }
+    }
+
+    #[test]
+    fn records_from_older_logs_with_an_ieee_crc_still_read() {
+        let r = Record {
+            offset: 1,
+            seq: 1,
+            time_ns: 5,
+            content_type: 0,
+            producer: None,
+            topic: "old.topic",
+            payload: b"written before CRC-32C",
+        };
+        let mut buf = Vec::new();
+        r.write_to(&mut buf).unwrap();
+        // Rewrite the header as the previous version did: plain length, CRC-32 (IEEE).
+        let body = buf[HEADER_LEN..].to_vec();
+        buf[0..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        buf[4..8].copy_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&buf[..HEADER_LEN]);
+        let (len, crc) = parse_header(&h);
+        assert_eq!(len as usize, body.len());
+        assert_eq!(crc, Checksum::Crc32(crc32fast::hash(&body)));
+        assert!(crc_ok(&body, crc));
+        assert_eq!(decode_body(&body), Some(r));
+        // The same bytes under the other checksum do not pass.
+        assert!(!crc_ok(&body, Checksum::Crc32c(crc32fast::hash(&body))));
     }
 
     #[test]

@@ -244,7 +244,10 @@ fn position_of(path: &Path, offset: u64) -> u64 {
     let bytes = fs::read(path).unwrap();
     let mut pos = 0usize;
     loop {
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        // The length word's bit 31 says the checksum is CRC-32C; the rest is the length.
+        let word = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap());
+        assert_ne!(word & (1 << 31), 0, "records are written with CRC-32C");
+        let len = (word & !(1 << 31)) as usize;
         let body = &bytes[pos + 8..pos + 8 + len];
         let off = u64::from_le_bytes(body[..8].try_into().unwrap());
         if off == offset {
