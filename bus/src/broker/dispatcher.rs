@@ -19,8 +19,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rustc_hash::FxHashMap;
 
 use super::frame::Frame;
+use super::log_writer::{LogEntry, LogWriter};
 use super::{send_routed, sibling_endpoint, BrokerConfig, BrokerError};
-use crate::log::{EventLog, FsyncPolicy, LogOptions, Record};
+use crate::log::{EventLog, FsyncPolicy, LogOptions, Record, Syncer};
 use crate::protocol::{
     self, ContentType, ErrorCode, Header, Hello, Meta, Op, ProtocolError, Stats, TopicStats,
     ACK_ENTRY_LEN, FLAG_ACK, FLAG_BATCH_ACKS, FLAG_CONFIRM, FLAG_PRODUCER, FLAG_ROOM, KIND_BEACON,
@@ -157,7 +158,12 @@ pub(super) struct Dispatcher {
     egress: Egress,
     doorbell: UnixStream,
 
-    log: EventLog,
+    /// The log, on its writer thread; `log_batch` holds what goes to it at the next commit.
+    log: LogWriter,
+    log_batch: Vec<LogEntry>,
+    max_record_bytes: usize,
+    /// The log's flushed and durable offsets.
+    syncer: Syncer,
     /// Rung by the log's syncer thread when more of the log is durable.
     durable_bell: UnixStream,
     syncer_thread: Option<std::thread::JoinHandle<Result<(), crate::log::LogError>>>,
@@ -168,7 +174,7 @@ pub(super) struct Dispatcher {
     /// Set by a [`FLAG_ROOM`] publish that was stamped and logged: its frame (the request's
     /// frame at this index) becomes the event in place, with this topic length and meta, once
     /// the request's slices are no longer borrowed (see [`Dispatcher::drain_requests`]).
-    forward_in_place: Option<(usize, usize, Meta)>,
+    forward_in_place: Option<InPlace>,
     /// While requests are drained: the time to stamp their events with (see
     /// [`REQUESTS_PER_CLOCK_READ`]); `None` otherwise, and events read the clock themselves.
     stamp_time_ns: Option<u64>,
@@ -318,7 +324,10 @@ impl Dispatcher {
         let (durable_bell, bell_writer) = UnixStream::pair()?;
         durable_bell.set_nonblocking(true)?;
         bell_writer.set_nonblocking(true)?;
-        let syncer_thread = log.syncer().spawn(config.fsync, move |_durable| {
+        // Under fsync `never` there is no syncer thread: the log writer rings instead.
+        let writer_bell = bell_writer.try_clone()?;
+        let syncer = log.syncer();
+        let syncer_thread = syncer.spawn(config.fsync, move |_durable| {
             // A full socket means a wakeup is already pending.
             let _ = (&bell_writer).write(&[1]);
         });
@@ -328,6 +337,10 @@ impl Dispatcher {
             last_offset_by_topic: recovery.last_offset_by_topic.clone(),
             next_offset: recovery.next_offset,
         };
+        let max_record_bytes = log.options().max_record_bytes;
+        let log = LogWriter::spawn(log, move || {
+            let _ = (&writer_bell).write(&[1]);
+        })?;
         let now = Instant::now();
         Ok(Dispatcher {
             endpoint,
@@ -350,6 +363,9 @@ impl Dispatcher {
             topic_index,
             topics,
             log,
+            log_batch: Vec::new(),
+            max_record_bytes,
+            syncer,
             durable_bell,
             syncer_thread,
             confirms: std::collections::VecDeque::new(),
@@ -443,23 +459,14 @@ impl Dispatcher {
             if durable {
                 let mut buf = [0u8; 64];
                 while matches!((&self.durable_bell).read(&mut buf), Ok(n) if n > 0) {}
-                self.release_confirms(self.log.durable_offset());
+                self.release_confirms(self.durable_offset());
             }
             if Instant::now() >= next_stats {
                 self.publish_stats();
                 next_stats = Instant::now() + interval;
                 if self.last_retention.elapsed() >= Duration::from_secs(10) {
                     self.last_retention = Instant::now();
-                    match self.log.enforce_retention(SystemTime::now()) {
-                        Ok(r) if r.segments_removed > 0 => tracing::info!(
-                            segments = r.segments_removed,
-                            bytes = r.bytes_removed,
-                            first_offset = r.first_offset,
-                            "retention removed old segments"
-                        ),
-                        Ok(_) => {}
-                        Err(e) => tracing::error!("retention failed: {e}"),
-                    }
+                    self.log.enforce_retention();
                 }
             }
         }
@@ -471,11 +478,12 @@ impl Dispatcher {
     /// are answered, and the sockets linger so queued events and replies drain.
     fn finish(&mut self) {
         tracing::info!(events_in = self.events_in, "dispatcher stopping");
-        match self.log.sync() {
+        self.commit();
+        match self.log.finish() {
             Ok(durable) => self.release_confirms(durable),
             Err(e) => tracing::error!("final log sync failed: {e}"),
         }
-        self.log.syncer().close();
+        self.syncer.close();
         if let Some(t) = self.syncer_thread.take() {
             match t.join() {
                 Ok(Err(e)) => tracing::error!("log syncer failed: {e}"),
@@ -485,18 +493,23 @@ impl Dispatcher {
         }
     }
 
-    /// Push appended events to the OS and ask the syncer for an fsync. Under `never`, what
-    /// is flushed is as durable as it gets, so confirms go out now.
+    /// Hand the events stamped since the last commit to the log writer, which writes them to
+    /// the OS and asks the syncer for an fsync (see `log_writer.rs`).
     fn commit(&mut self) {
         self.uncommitted = false;
         self.last_commit = Instant::now();
-        match self.log.commit() {
-            Ok(flushed) => {
-                if self.config.fsync == FsyncPolicy::Never {
-                    self.release_confirms(flushed);
-                }
-            }
-            Err(e) => tracing::error!("event log commit failed: {e}"),
+        if !self.log_batch.is_empty() {
+            self.log.append(std::mem::take(&mut self.log_batch));
+        }
+    }
+
+    /// One past the last event a confirm may be released for: the durable offset, or under
+    /// fsync `never` the flushed one (that is as durable as it gets).
+    fn durable_offset(&self) -> u64 {
+        if self.config.fsync == FsyncPolicy::Never {
+            self.syncer.flushed_offset()
+        } else {
+            self.syncer.durable_offset()
         }
     }
 
@@ -559,7 +572,9 @@ impl Dispatcher {
         }
         for (topic, payload) in batch {
             let ct = ContentType::Cbor as u8;
-            if let Err(e) = self.append_and_forward((topic, None), &payload, ct, None, Forward::Copy) {
+            if let Err(e) =
+                self.append_and_forward((topic, None), &payload, ct, None, Forward::Copy)
+            {
                 tracing::error!("event log append failed for {topic}: {e}");
             }
         }
@@ -636,10 +651,10 @@ impl Dispatcher {
                 *part = frame.as_slice();
             }
             self.handle(&parts[..n]);
-            if let Some((index, topic_len, meta)) = self.forward_in_place.take() {
-                let frame = &mut frames[index];
-                protocol::publish_into_event(frame.as_mut_slice(), topic_len, &meta);
-                self.egress.send_frame(frame);
+            if let Some(f) = self.forward_in_place.take() {
+                let frame = &mut frames[f.frame_index];
+                protocol::publish_into_event(frame.as_mut_slice(), f.topic_len, &f.meta);
+                self.forward_logged(frame, f.producer);
             }
         }
         Ok(())
@@ -725,6 +740,11 @@ impl Dispatcher {
                 // client sees it (the Clone pattern's handover relies on this).
                 if self.uncommitted {
                     self.commit();
+                }
+                if self.syncer.flushed_offset() < self.next_offset {
+                    if let Err(e) = self.log.flush() {
+                        tracing::error!("event log flush for a sync barrier failed: {e}");
+                    }
                 }
                 let meta = Meta {
                     kind: KIND_EVENT,
@@ -940,7 +960,25 @@ impl Dispatcher {
         producer: Option<(u64, u64)>,
         forward: Forward,
     ) -> Result<(u64, u64), crate::log::LogError> {
+        if self.log.failed() {
+            return Err(crate::log::LogError::Failed);
+        }
         let offset = self.next_offset;
+        let record = Record {
+            offset,
+            seq: 0,
+            time_ns: 0,
+            content_type,
+            producer,
+            topic,
+            payload,
+        };
+        if record.body_len() > self.max_record_bytes {
+            return Err(crate::log::LogError::RecordTooLarge {
+                size: record.body_len(),
+                max: self.max_record_bytes,
+            });
+        }
         let time_ns = self
             .stamp_time_ns
             .unwrap_or_else(now_ns)
@@ -957,15 +995,6 @@ impl Dispatcher {
         };
         let state = &mut self.topics[index].1;
         let seq = state.seq + 1;
-        self.log.append(&Record {
-            offset,
-            seq,
-            time_ns,
-            content_type,
-            producer,
-            topic,
-            payload,
-        })?;
         state.seq = seq;
         state.events += 1;
         if state.fanout_generation != self.subscription_generation {
@@ -1002,12 +1031,30 @@ impl Dispatcher {
             self.deliver_to_groups(topic, &meta, payload);
         }
         match forward {
-            Forward::Copy => self.egress.send(topic_bytes, &meta, payload),
+            Forward::Copy => {
+                let mut frame = Frame::with_len(protocol::event_len(topic.len(), payload.len()));
+                protocol::encode_event_into(frame.as_mut_slice(), topic_bytes, &meta, payload);
+                self.forward_logged(&mut frame, producer);
+            }
             Forward::InPlace { frame_index } => {
-                self.forward_in_place = Some((frame_index, topic.len(), meta));
+                self.forward_in_place = Some(InPlace {
+                    frame_index,
+                    topic_len: topic.len(),
+                    meta,
+                    producer,
+                });
             }
         }
         Ok((offset, seq))
+    }
+
+    /// Send a stamped event frame to subscribers, keeping a reference to it for the log.
+    fn forward_logged(&mut self, frame: &mut Frame, producer: Option<(u64, u64)>) {
+        self.log_batch.push(LogEntry {
+            event: frame.share(),
+            producer,
+        });
+        self.egress.send_frame(frame);
     }
 
     /// Give the event to one member of each queue group whose filter matches.
@@ -1070,11 +1117,7 @@ impl Dispatcher {
             Some(stamped) if last.seq == pseq => stamped,
             _ => (protocol::UNKNOWN_OFFSET, 0),
         };
-        let durable = if self.config.fsync == FsyncPolicy::Never {
-            self.log.flushed_offset()
-        } else {
-            self.log.durable_offset()
-        };
+        let durable = self.durable_offset();
         if header.flags & FLAG_CONFIRM != 0
             && offset != protocol::UNKNOWN_OFFSET
             && offset >= durable
@@ -1263,6 +1306,14 @@ enum Forward {
     /// The publish frame itself (a [`FLAG_ROOM`] publish, the request's frame at this index)
     /// becomes the event in place and is sent on.
     InPlace { frame_index: usize },
+}
+
+/// A stamped ROOM publish waiting to become its event (see `Dispatcher::forward_in_place`).
+struct InPlace {
+    frame_index: usize,
+    topic_len: usize,
+    meta: Meta,
+    producer: Option<(u64, u64)>,
 }
 
 /// Receive one multipart message into `frames` (`MAX_FRAMES + 1` slots); returns how many

@@ -53,6 +53,18 @@ impl Frame {
         }
     }
 
+    /// A second reference to this message's content (libzmq counts references; nothing is
+    /// copied). Neither may be changed afterwards.
+    pub(super) fn share(&mut self) -> Frame {
+        let mut copy = Frame::new();
+        // SAFETY: both are initialised messages; zmq_msg_copy releases `copy`'s (empty)
+        // content and makes it refer to this one's. It fails only for an invalid message.
+        unsafe {
+            zmq_sys::zmq_msg_copy(&mut copy.msg, &mut self.msg);
+        }
+        copy
+    }
+
     /// Receive the next frame from `sock` into this message (its old contents are released).
     pub(super) fn recv(&mut self, sock: &mut zmq::Socket, flags: i32) -> Result<(), zmq::Error> {
         // SAFETY: `self.msg` is an initialised message and the socket pointer is valid while
@@ -150,5 +162,9 @@ mod tests {
         assert!(!got.more());
         got.as_mut_slice()[0] = b'j';
         assert_eq!(got.as_slice(), b"jello");
+        // A shared reference sees the same bytes and outlives the original being sent.
+        let kept = got.share();
+        got.send(&mut push, 0).unwrap();
+        assert_eq!(kept.as_slice(), b"jello");
     }
 }

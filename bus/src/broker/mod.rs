@@ -13,6 +13,7 @@
 
 mod dispatcher;
 mod frame;
+mod log_writer;
 mod replay;
 
 pub use replay::CURSORS_FILE;

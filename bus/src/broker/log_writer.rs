@@ -1,0 +1,205 @@
+//! The log writer thread: owns the [`EventLog`] and appends the events the dispatcher has
+//! stamped, in offset order, beside the dispatcher's hot loop instead of inside it (checksum,
+//! record encoding and the write to the OS were a fifth of the dispatcher's time per event).
+//!
+//! The dispatcher collects each stamped event as a second reference to its event message
+//! ([`Frame::share`]: no copy) and hands them over in batches, one per commit (at most every
+//! millisecond, or at once while confirms wait). Per batch the writer appends every record,
+//! flushes to the OS (replays can read them from then on) and asks the syncer for an fsync;
+//! under fsync `never` it rings the durable bell itself, as flushed is as durable as it gets.
+//!
+//! This keeps what the log promised before: a record reaches the OS within about a
+//! millisecond of being forwarded, as it did when it sat in the dispatcher's write buffer,
+//! and confirms still wait for the fsync that covers them. The channel is bounded, so a log
+//! that falls behind (a slow disk) slows the dispatcher down rather than growing without end.
+//! A write error marks the log failed ([`LogWriter::failed`]); the dispatcher then refuses
+//! publishes with an error reply, as it did when it appended itself.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use super::frame::Frame;
+use crate::log::{EventLog, FsyncPolicy, LogError, Record};
+use crate::protocol;
+
+/// Batches the writer may be behind before the dispatcher waits for it.
+const QUEUED_BATCHES: usize = 64;
+
+/// One stamped event for the log: its event frame (`topic ‖ 0 ‖ meta ‖ payload`, which holds
+/// everything the record needs but the producer) and the producer fields of its publish.
+pub(super) struct LogEntry {
+    pub(super) event: Frame,
+    pub(super) producer: Option<(u64, u64)>,
+}
+
+enum Work {
+    /// Append these, flush them to the OS and request an fsync.
+    Append(Vec<LogEntry>),
+    /// Answer once everything sent before is flushed (with the flushed offset).
+    Flush(SyncSender<Result<u64, LogError>>),
+    /// Delete segments past the retention limits.
+    Retention,
+    /// Flush, fsync on this thread, answer with the durable offset, and stop.
+    Finish(SyncSender<Result<u64, LogError>>),
+}
+
+/// The dispatcher's handle on the writer thread.
+pub(super) struct LogWriter {
+    work: Option<SyncSender<Work>>,
+    thread: Option<JoinHandle<()>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl LogWriter {
+    /// Move `log` to a new writer thread. `ring_durable` is called after each commit when the
+    /// policy is `never` (then nothing else says that more of the log is durable).
+    pub(super) fn spawn(
+        log: EventLog,
+        ring_durable: impl Fn() + Send + 'static,
+    ) -> std::io::Result<LogWriter> {
+        let (tx, rx) = sync_channel(QUEUED_BATCHES);
+        let failed = Arc::new(AtomicBool::new(false));
+        let flag = failed.clone();
+        let thread = std::thread::Builder::new()
+            .name("agora-log-write".into())
+            .spawn(move || run(log, rx, &flag, ring_durable))?;
+        Ok(LogWriter {
+            work: Some(tx),
+            thread: Some(thread),
+            failed,
+        })
+    }
+
+    /// Whether a write has failed (the log takes nothing more).
+    pub(super) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Hand over a batch of stamped events, in offset order. Waits only while the writer is
+    /// [`QUEUED_BATCHES`] behind.
+    pub(super) fn append(&self, batch: Vec<LogEntry>) {
+        self.send(Work::Append(batch));
+    }
+
+    /// Wait until everything handed over is flushed to the OS; returns the flushed offset.
+    pub(super) fn flush(&self) -> Result<u64, LogError> {
+        let (tx, rx) = sync_channel(1);
+        self.send(Work::Flush(tx));
+        rx.recv().unwrap_or(Err(LogError::Failed))
+    }
+
+    /// Ask for the retention limits to be enforced (the writer logs what it deleted).
+    pub(super) fn enforce_retention(&self) {
+        self.send(Work::Retention);
+    }
+
+    /// Flush and fsync everything handed over, stop the thread; returns the durable offset.
+    pub(super) fn finish(&mut self) -> Result<u64, LogError> {
+        let (tx, rx) = sync_channel(1);
+        self.send(Work::Finish(tx));
+        let durable = rx.recv().unwrap_or(Err(LogError::Failed));
+        self.work = None;
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("event log writer panicked");
+            }
+        }
+        durable
+    }
+
+    fn send(&self, work: Work) {
+        let sent = self.work.as_ref().map(|tx| tx.send(work));
+        if !matches!(sent, Some(Ok(()))) && !self.failed.swap(true, Ordering::Relaxed) {
+            tracing::error!("event log writer is gone; the log takes nothing more");
+        }
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        // Closing the channel makes the writer flush, sync and stop.
+        self.work = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(mut log: EventLog, work: Receiver<Work>, failed: &AtomicBool, ring_durable: impl Fn()) {
+    let never = log.options().fsync == FsyncPolicy::Never;
+    let fail = |e: &LogError| {
+        if !failed.swap(true, Ordering::Relaxed) {
+            tracing::error!("event log write failed; the log takes nothing more: {e}");
+        }
+    };
+    while let Ok(item) = work.recv() {
+        match item {
+            Work::Append(batch) => {
+                for entry in &batch {
+                    if let Err(e) = append(&mut log, entry) {
+                        fail(&e);
+                        break;
+                    }
+                }
+                // The batch's messages are released here, after their records are written.
+                drop(batch);
+                match log.commit() {
+                    Ok(_) if never => ring_durable(),
+                    Ok(_) => {}
+                    Err(e) => fail(&e),
+                }
+            }
+            Work::Flush(reply) => {
+                let _ = reply.send(log.flush());
+            }
+            Work::Retention => match log.enforce_retention(SystemTime::now()) {
+                Ok(r) if r.segments_removed > 0 => tracing::info!(
+                    segments = r.segments_removed,
+                    bytes = r.bytes_removed,
+                    first_offset = r.first_offset,
+                    "retention removed old segments"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!("retention failed: {e}"),
+            },
+            Work::Finish(reply) => {
+                let _ = reply.send(log.sync());
+                return;
+            }
+        }
+    }
+    // The dispatcher went away without finishing (it failed): keep what was handed over.
+    if let Err(e) = log.sync() {
+        tracing::error!("final event log sync failed: {e}");
+    }
+}
+
+/// Append one stamped event, its record read back from the event frame.
+fn append(log: &mut EventLog, entry: &LogEntry) -> Result<(), LogError> {
+    // The dispatcher built the frame from a checked publish; a frame that does not parse is
+    // a bug, reported, and it stops the log rather than leave a hole in the offsets.
+    let frame = entry.event.as_slice();
+    let parsed = protocol::decode_event(frame)
+        .map_err(|e| e.to_string())
+        .and_then(|layout| {
+            std::str::from_utf8(&frame[..layout.topic_len])
+                .map(|topic| (layout, topic))
+                .map_err(|_| "topic is not UTF-8".to_string())
+        });
+    let (layout, topic) = parsed.map_err(|e| {
+        tracing::error!("event handed to the log writer does not parse: {e}");
+        LogError::Failed
+    })?;
+    log.append(&Record {
+        offset: layout.meta.offset,
+        seq: layout.meta.seq,
+        time_ns: layout.meta.time_ns,
+        content_type: layout.meta.content_type,
+        producer: entry.producer,
+        topic,
+        payload: &frame[layout.payload_start..],
+    })
+}
