@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rustc_hash::FxHashMap;
 
 use super::frame::Frame;
-use super::log_writer::{LogEntry, LogWriter};
+use super::log_writer::{LogBatch, LogWriter};
 use super::{send_routed, sibling_endpoint, BrokerConfig, BrokerError};
 use crate::log::{EventLog, FsyncPolicy, LogOptions, Record, Syncer};
 use crate::protocol::{
@@ -160,7 +160,7 @@ pub(super) struct Dispatcher {
 
     /// The log, on its writer thread; `log_batch` holds what goes to it at the next commit.
     log: LogWriter,
-    log_batch: Vec<LogEntry>,
+    log_batch: LogBatch,
     max_record_bytes: usize,
     /// The log's flushed and durable offsets.
     syncer: Syncer,
@@ -363,7 +363,7 @@ impl Dispatcher {
             topic_index,
             topics,
             log,
-            log_batch: Vec::new(),
+            log_batch: LogBatch::default(),
             max_record_bytes,
             syncer,
             durable_bell,
@@ -499,7 +499,7 @@ impl Dispatcher {
         self.uncommitted = false;
         self.last_commit = Instant::now();
         if !self.log_batch.is_empty() {
-            self.log.append(std::mem::take(&mut self.log_batch));
+            self.log.append(self.log_batch.take());
         }
     }
 
@@ -1048,12 +1048,9 @@ impl Dispatcher {
         Ok((offset, seq))
     }
 
-    /// Send a stamped event frame to subscribers, keeping a reference to it for the log.
+    /// Send a stamped event frame to subscribers, and to the log at the next commit.
     fn forward_logged(&mut self, frame: &mut Frame, producer: Option<(u64, u64)>) {
-        self.log_batch.push(LogEntry {
-            event: frame.share(),
-            producer,
-        });
+        self.log_batch.push(frame, producer);
         self.egress.send_frame(frame);
     }
 

@@ -2,9 +2,12 @@
 //! stamped, in offset order, beside the dispatcher's hot loop instead of inside it (checksum,
 //! record encoding and the write to the OS were a fifth of the dispatcher's time per event).
 //!
-//! The dispatcher collects each stamped event as a second reference to its event message
-//! ([`Frame::share`]: no copy) and hands them over in batches, one per commit (at most every
-//! millisecond, or at once while confirms wait). Per batch the writer appends every record,
+//! The dispatcher adds each stamped event frame to a [`LogBatch`] and hands the batch over at
+//! each commit (at most every millisecond, or at once while confirms wait). A small frame is
+//! copied into the batch's buffer; a large one is kept as a second reference to the message
+//! ([`Frame::share`]), which costs no copy but counts references on the message's connection
+//! metadata, a cache line the I/O thread, the dispatcher and the writer would fight over per
+//! event (measured: small events went 15% slower shared, 1 KiB ones 20% slower copied). Per batch the writer appends every record,
 //! flushes to the OS (replays can read them from then on) and asks the syncer for an fsync;
 //! under fsync `never` it rings the durable bell itself, as flushed is as durable as it gets.
 //!
@@ -27,17 +30,79 @@ use crate::protocol;
 
 /// Batches the writer may be behind before the dispatcher waits for it.
 const QUEUED_BATCHES: usize = 64;
+/// Event frames up to this size are copied into a batch; larger ones are shared.
+const COPY_MAX: usize = 256;
 
-/// One stamped event for the log: its event frame (`topic ‖ 0 ‖ meta ‖ payload`, which holds
-/// everything the record needs but the producer) and the producer fields of its publish.
-pub(super) struct LogEntry {
-    pub(super) event: Frame,
-    pub(super) producer: Option<(u64, u64)>,
+/// Stamped events for the log, in offset order: each one's event frame (`topic ‖ 0 ‖ meta ‖
+/// payload`, which holds everything the record needs but the producer) and the producer
+/// fields of its publish.
+#[derive(Default)]
+pub(super) struct LogBatch {
+    /// Copied frames, back to back.
+    frames: Vec<u8>,
+    /// Shared frames.
+    shared: Vec<Frame>,
+    events: Vec<(Where, Option<(u64, u64)>)>,
+}
+
+/// Where a batch holds an event's frame.
+enum Where {
+    /// In `frames`, ending here (starting where the previous copied one ended).
+    CopiedTo(usize),
+    /// The next one of `shared`.
+    Shared,
+}
+
+impl LogBatch {
+    /// Add one event (copied or shared, by size). The frame must not change afterwards.
+    pub(super) fn push(&mut self, event_frame: &mut Frame, producer: Option<(u64, u64)>) {
+        let bytes = event_frame.as_slice();
+        if bytes.len() <= COPY_MAX {
+            self.frames.extend_from_slice(bytes);
+            self.events
+                .push((Where::CopiedTo(self.frames.len()), producer));
+        } else {
+            self.shared.push(event_frame.share());
+            self.events.push((Where::Shared, producer));
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Take the events, leaving an empty batch with room for as many.
+    pub(super) fn take(&mut self) -> LogBatch {
+        let empty = LogBatch {
+            frames: Vec::with_capacity(self.frames.len()),
+            shared: Vec::with_capacity(self.shared.len()),
+            events: Vec::with_capacity(self.events.len()),
+        };
+        std::mem::replace(self, empty)
+    }
+
+    /// Each event's frame and producer fields.
+    fn iter(&self) -> impl Iterator<Item = (&[u8], Option<(u64, u64)>)> + '_ {
+        let mut copied_from = 0;
+        let mut shared = self.shared.iter();
+        self.events.iter().map(move |(at, producer)| {
+            let frame = match at {
+                Where::CopiedTo(end) => {
+                    let frame = &self.frames[copied_from..*end];
+                    copied_from = *end;
+                    frame
+                }
+                // As many `Shared` entries as shared frames, by construction.
+                Where::Shared => shared.next().map_or(&[][..], |f| f.as_slice()),
+            };
+            (frame, *producer)
+        })
+    }
 }
 
 enum Work {
     /// Append these, flush them to the OS and request an fsync.
-    Append(Vec<LogEntry>),
+    Append(LogBatch),
     /// Answer once everything sent before is flushed (with the flushed offset).
     Flush(SyncSender<Result<u64, LogError>>),
     /// Delete segments past the retention limits.
@@ -80,7 +145,7 @@ impl LogWriter {
 
     /// Hand over a batch of stamped events, in offset order. Waits only while the writer is
     /// [`QUEUED_BATCHES`] behind.
-    pub(super) fn append(&self, batch: Vec<LogEntry>) {
+    pub(super) fn append(&self, batch: LogBatch) {
         self.send(Work::Append(batch));
     }
 
@@ -138,14 +203,12 @@ fn run(mut log: EventLog, work: Receiver<Work>, failed: &AtomicBool, ring_durabl
     while let Ok(item) = work.recv() {
         match item {
             Work::Append(batch) => {
-                for entry in &batch {
-                    if let Err(e) = append(&mut log, entry) {
+                for (frame, producer) in batch.iter() {
+                    if let Err(e) = append(&mut log, frame, producer) {
                         fail(&e);
                         break;
                     }
                 }
-                // The batch's messages are released here, after their records are written.
-                drop(batch);
                 match log.commit() {
                     Ok(_) if never => ring_durable(),
                     Ok(_) => {}
@@ -178,10 +241,9 @@ fn run(mut log: EventLog, work: Receiver<Work>, failed: &AtomicBool, ring_durabl
 }
 
 /// Append one stamped event, its record read back from the event frame.
-fn append(log: &mut EventLog, entry: &LogEntry) -> Result<(), LogError> {
+fn append(log: &mut EventLog, frame: &[u8], producer: Option<(u64, u64)>) -> Result<(), LogError> {
     // The dispatcher built the frame from a checked publish; a frame that does not parse is
     // a bug, reported, and it stops the log rather than leave a hole in the offsets.
-    let frame = entry.event.as_slice();
     let parsed = protocol::decode_event(frame)
         .map_err(|e| e.to_string())
         .and_then(|layout| {
@@ -198,8 +260,43 @@ fn append(log: &mut EventLog, entry: &LogEntry) -> Result<(), LogError> {
         seq: layout.meta.seq,
         time_ns: layout.meta.time_ns,
         content_type: layout.meta.content_type,
-        producer: entry.producer,
+        producer,
         topic,
         payload: &frame[layout.payload_start..],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_gives_back_each_event_and_its_producer() {
+        let frame = |bytes: &[u8]| {
+            let mut f = Frame::with_len(bytes.len());
+            f.as_mut_slice().copy_from_slice(bytes);
+            f
+        };
+        let big = vec![7u8; COPY_MAX + 1];
+        let mut batch = LogBatch::default();
+        assert!(batch.is_empty());
+        batch.push(&mut frame(b"first"), None);
+        batch.push(&mut frame(&big), Some((9, 9)));
+        batch.push(&mut frame(b""), Some((1, 2)));
+        batch.push(&mut frame(b"fourth"), Some((3, 4)));
+        let got: Vec<_> = batch.iter().collect();
+        assert_eq!(
+            got,
+            [
+                (&b"first"[..], None),
+                (&big[..], Some((9, 9))),
+                (&b""[..], Some((1, 2))),
+                (&b"fourth"[..], Some((3, 4)))
+            ]
+        );
+        assert_eq!((batch.shared.len(), batch.frames.len()), (1, 11));
+        let taken = batch.take();
+        assert!(batch.is_empty());
+        assert_eq!(taken.iter().count(), 4);
+    }
 }
