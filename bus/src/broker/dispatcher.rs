@@ -25,7 +25,7 @@ use crate::log::{EventLog, FsyncPolicy, LogOptions, Record, Syncer};
 use crate::protocol::{
     self, ContentType, ErrorCode, Header, Hello, Meta, Op, ProtocolError, Stats, TopicStats,
     ACK_ENTRY_LEN, FLAG_ACK, FLAG_BATCH_ACKS, FLAG_CONFIRM, FLAG_PRODUCER, FLAG_ROOM, KIND_BEACON,
-    KIND_EVENT, STATS_TOPIC, SYNC_TOPIC_PREFIX, VERSION,
+    KIND_EVENT, PUBLISH_ROOM, STATS_TOPIC, SYNC_TOPIC_PREFIX, VERSION,
 };
 use crate::topic::{validate_topic, MAX_TOPIC_LEN};
 
@@ -653,8 +653,20 @@ impl Dispatcher {
             self.handle(&parts[..n]);
             if let Some(f) = self.forward_in_place.take() {
                 let frame = &mut frames[f.frame_index];
-                protocol::publish_into_event(frame.as_mut_slice(), f.topic_len, &f.meta);
-                self.forward_logged(frame, f.producer);
+                if frame.is_shared() {
+                    // Someone else may read these bytes (an in-process sender that kept a
+                    // copy): build the event in a message of its own instead.
+                    let publish = frame.as_slice();
+                    let topic = &publish[PUBLISH_ROOM..PUBLISH_ROOM + f.topic_len];
+                    let payload = &publish[PUBLISH_ROOM + f.topic_len + 1..];
+                    let mut event =
+                        Frame::with_len(protocol::event_len(topic.len(), payload.len()));
+                    protocol::encode_event_into(event.as_mut_slice(), topic, &f.meta, payload);
+                    self.forward_logged(&mut event, f.producer);
+                } else {
+                    protocol::publish_into_event(frame.as_mut_slice(), f.topic_len, &f.meta);
+                    self.forward_logged(frame, f.producer);
+                }
             }
         }
         Ok(())

@@ -89,6 +89,19 @@ impl Frame {
         }
     }
 
+    /// Whether this message's content may be shared with another message (a sender in the
+    /// same process kept a copy, or it is constant data): then it must not be changed.
+    pub(super) fn is_shared(&self) -> bool {
+        // SAFETY: an initialised message; zmq_msg_get only reads it, though the C API
+        // declares it mutable.
+        unsafe {
+            zmq_sys::zmq_msg_get(
+                &self.msg as *const _ as *mut zmq_sys::zmq_msg_t,
+                zmq_sys::ZMQ_SHARED as i32,
+            ) == 1
+        }
+    }
+
     /// Whether more frames of the same multipart message follow this one.
     pub(super) fn more(&self) -> bool {
         // SAFETY: an initialised message; zmq_msg_more only reads it.
@@ -145,6 +158,7 @@ mod tests {
         // Nobody connected: a non-blocking send is refused and the message stays.
         let mut frame = Frame::with_len(5);
         frame.as_mut_slice().copy_from_slice(b"hello");
+        assert!(!frame.is_shared());
         assert_eq!(
             frame.send(&mut push, zmq::DONTWAIT),
             Err(zmq::Error::EAGAIN)
@@ -166,5 +180,28 @@ mod tests {
         let kept = got.share();
         got.send(&mut push, 0).unwrap();
         assert_eq!(kept.as_slice(), b"jello");
+    }
+
+    #[test]
+    fn shared_content_is_reported_also_across_inproc() {
+        let ctx = zmq::Context::new();
+        let mut push = ctx.socket(zmq::PUSH).unwrap();
+        push.bind("inproc://frame-shared").unwrap();
+        let mut pull = ctx.socket(zmq::PULL).unwrap();
+        pull.connect("inproc://frame-shared").unwrap();
+        // Past libzmq's inline size, so the content is a counted allocation.
+        let mut big = Frame::with_len(100);
+        big.as_mut_slice().fill(7);
+        assert!(!big.is_shared());
+        let kept = big.share();
+        assert!(big.is_shared() && kept.is_shared());
+        big.send(&mut push, 0).unwrap();
+        let mut got = Frame::new();
+        got.recv(&mut pull, 0).unwrap();
+        assert!(
+            got.is_shared(),
+            "inproc hands the shared content itself over"
+        );
+        assert_eq!(got.as_slice(), kept.as_slice());
     }
 }

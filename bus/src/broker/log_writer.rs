@@ -271,6 +271,72 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_writer_stores_each_event_as_its_record_and_reports_flush_and_sync() {
+        use crate::log::{LogOptions, OwnedRecord};
+        use crate::protocol::{Meta, KIND_EVENT};
+
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogOptions {
+            fsync: FsyncPolicy::Never,
+            ..LogOptions::default()
+        };
+        let (log, _) = EventLog::open(dir.path(), opts).unwrap();
+        let mut reader = log.reader();
+        let syncer = log.syncer();
+        let rung = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = rung.clone();
+        let mut writer = LogWriter::spawn(log, move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+
+        // Small (copied) and large (shared) events, with and without producer fields.
+        type Event = (&'static str, Vec<u8>, Option<(u64, u64)>);
+        let events: Vec<Event> = vec![
+            ("a.small", b"tiny".to_vec(), None),
+            ("b.large", vec![0xcd; 5000], Some((7, 1))),
+            ("a.small", Vec::new(), Some((7, 2))),
+        ];
+        let mut batch = LogBatch::default();
+        for (offset, (topic, payload, producer)) in events.iter().enumerate() {
+            let meta = Meta {
+                kind: KIND_EVENT,
+                offset: offset as u64,
+                seq: offset as u64 + 1,
+                time_ns: 1_000 + offset as u64,
+                content_type: 2,
+            };
+            let mut frame = Frame::with_len(protocol::event_len(topic.len(), payload.len()));
+            protocol::encode_event_into(frame.as_mut_slice(), topic.as_bytes(), &meta, payload);
+            batch.push(&mut frame, *producer);
+        }
+        writer.append(batch);
+        assert_eq!(writer.flush().unwrap(), 3);
+        assert_eq!(syncer.flushed_offset(), 3);
+        assert!(
+            rung.load(Ordering::SeqCst) >= 1,
+            "under `never` a commit rings"
+        );
+        let got = reader.read(0, 10, 1 << 20).unwrap();
+        let want: Vec<OwnedRecord> = events
+            .iter()
+            .enumerate()
+            .map(|(offset, (topic, payload, producer))| OwnedRecord {
+                offset: offset as u64,
+                seq: offset as u64 + 1,
+                time_ns: 1_000 + offset as u64,
+                content_type: 2,
+                producer: *producer,
+                topic: topic.to_string(),
+                payload: payload.clone(),
+            })
+            .collect();
+        assert_eq!(got, want);
+        assert!(!writer.failed());
+        assert_eq!(writer.finish().unwrap(), 3);
+    }
+
+    #[test]
     fn a_batch_gives_back_each_event_and_its_producer() {
         let frame = |bytes: &[u8]| {
             let mut f = Frame::with_len(bytes.len());
