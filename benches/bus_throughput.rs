@@ -8,9 +8,16 @@
 //! receive. Events are `[topic, payload]` through the proxy; the broker's are one frame in
 //! (`header‖room‖topic‖0‖payload`, as the SDK sends them: the ROOM flag leaves the topic at
 //! byte 32, so the broker turns the frame into the event in place) and one out
-//! (`topic‖0‖meta‖payload`). Run: `cargo bench --bench bus_throughput` (`AGORA_BENCH_EVENTS=N` changes the
-//! count from 1,000,000; `AGORA_BENCH_ONLY=proxy|raw|sdk` runs one path, `AGORA_BENCH_SIZE=N`
-//! one payload size, for profiling).
+//! (`topic‖0‖meta‖payload`).
+//!
+//! Each row runs the three paths in turn, for three rounds (`AGORA_BENCH_ROUNDS=N`), and
+//! prints each path's median rate, the ratios of the medians, and the spread of the ratios
+//! over the rounds: on a small shared machine any single run, the bare proxy's included, can
+//! be 20% off.
+//!
+//! Run: `cargo bench --bench bus_throughput` (`AGORA_BENCH_EVENTS=N` changes the count from
+//! 1,000,000; `AGORA_BENCH_ONLY=proxy|raw|sdk` runs one path, `AGORA_BENCH_SIZE=N` one payload
+//! size, for profiling; `AGORA_BENCH_VERBOSE=1` prints every round).
 
 use std::time::{Duration, Instant};
 
@@ -232,10 +239,23 @@ fn main() {
     let endpoint = broker.endpoint();
     let events = broker.broker().events_endpoint().to_string();
 
-    println!("bus throughput, 1 publisher -> 1 subscriber, {n} events per row, loopback tcp");
+    let rounds: usize = std::env::var("AGORA_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if benching { 3 } else { 1 })
+        .max(1);
     println!(
-        "{:<7} {:>16} {:>16} {:>7} {:>16} {:>7}",
-        "payload", "bare proxy/s", "broker raw/s", "ratio", "sdk typed/s", "ratio"
+        "bus throughput, 1 publisher -> 1 subscriber, {n} events per run, loopback tcp; \
+         median of {rounds} rounds (ratio spread over the rounds in brackets)"
+    );
+    println!(
+        "{:<7} {:>13} {:>13} {:>18} {:>13} {:>18}",
+        "payload",
+        "bare proxy/s",
+        "broker raw/s",
+        "ratio [spread]",
+        "sdk typed/s",
+        "ratio [spread]"
     );
     // AGORA_BENCH_ONLY=proxy|raw|sdk runs one path (for profiling); the others print 0.
     let only = std::env::var("AGORA_BENCH_ONLY").unwrap_or_default();
@@ -249,29 +269,63 @@ fn main() {
         None => vec![64, 1024],
     };
     for size in sizes {
-        let proxy = if run("proxy") {
-            bare_proxy(n, size)
-        } else {
-            0.0
+        let (mut proxy, mut raw, mut typed) = (Vec::new(), Vec::new(), Vec::new());
+        let mut encoded = 0;
+        // The paths take turns, so a slow spell of the machine hits all of them alike.
+        for _ in 0..rounds {
+            proxy.push(if run("proxy") {
+                bare_proxy(n, size)
+            } else {
+                0.0
+            });
+            raw.push(if run("raw") {
+                broker_raw(&endpoint, &events, n, size)
+            } else {
+                0.0
+            });
+            typed.push(if run("sdk") {
+                let (rate, len) = sdk_typed(&rt, &endpoint, n, size);
+                encoded = len;
+                rate
+            } else {
+                0.0
+            });
+        }
+        if std::env::var_os("AGORA_BENCH_VERBOSE").is_some() {
+            for i in 0..rounds {
+                eprintln!(
+                    "  {size} B round {}: proxy {:.0}/s, raw {:.0}/s, typed {:.0}/s",
+                    i + 1,
+                    proxy[i],
+                    raw[i],
+                    typed[i]
+                );
+            }
+        }
+        let spread = |of: &[f64]| {
+            let ratios: Vec<f64> = of.iter().zip(&proxy).map(|(r, p)| r / p).collect();
+            let min = ratios.iter().cloned().fold(f64::INFINITY, f64::min);
+            let max = ratios.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            format!("[{min:.2}-{max:.2}]")
         };
-        let raw = if run("raw") {
-            broker_raw(&endpoint, &events, n, size)
-        } else {
-            0.0
-        };
-        let (typed, encoded) = if run("sdk") {
-            sdk_typed(&rt, &endpoint, n, size)
-        } else {
-            (0.0, 0)
-        };
+        let (p, r, t) = (median(&proxy), median(&raw), median(&typed));
         println!(
-            "{:<7} {:>16.0} {:>16.0} {:>7.2} {:>16.0} {:>7.2}   (typed event: {encoded} B CBOR)",
+            "{:<7} {:>13.0} {:>13.0} {:>5.2} {:>12} {:>13.0} {:>5.2} {:>12}   (typed event: {encoded} B CBOR)",
             format!("{size} B"),
-            proxy,
-            raw,
-            raw / proxy,
-            typed,
-            typed / proxy
+            p,
+            r,
+            r / p,
+            spread(&raw),
+            t,
+            t / p,
+            spread(&typed),
         );
     }
+}
+
+/// The median of a few rates (the upper one of the middle two for an even count).
+fn median(rates: &[f64]) -> f64 {
+    let mut sorted = rates.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    sorted[sorted.len() / 2]
 }
