@@ -8,7 +8,8 @@
 //! `ZMQ_XPUB_NODROP`, so a full subscriber queue pushes back instead of losing events; if one
 //! subscriber stays full for longer than `slow_consumer_timeout`, the broker switches the socket
 //! to lossy for a while so the others are served, and counts those sends as `dropped` (the slow
-//! subscriber's SDK sees the sequence gap).
+//! subscriber's SDK sees the sequence gap). Stamped events go out in bursts of up to
+//! [`SEND_BURST`], and at once when the request queue runs dry.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -38,6 +39,14 @@ const REQUEST_BATCH: usize = 4096;
 /// Requests that share one reading of the clock for their events' timestamps (reading it
 /// per event was a twentieth of the dispatcher's time; a run of these takes microseconds).
 const REQUESTS_PER_CLOCK_READ: usize = 32;
+/// Events sent to the events socket together, at most. Sent one by one as they were
+/// stamped, each event found the I/O thread idle and woke it (tens of thousands of wake-ups
+/// per million events, each preempting this thread); sent in bursts, the I/O thread finds a
+/// run of them per wake-up. They wait a few microseconds at most: a burst is also sent
+/// whenever the request queue runs dry, and before anything else goes out on the socket.
+/// (bus_throughput, 64 B, broker raw: one by one 1.01-1.05 M/s, bursts of 32 1.17-1.18,
+/// 128 and 512 the same as 32.)
+const SEND_BURST: usize = 32;
 /// The most frames a request may have; more is malformed (and is not buffered).
 const MAX_FRAMES: usize = 8;
 /// How long appended fire-and-forget events may sit in the log's buffer before they are
@@ -356,6 +365,7 @@ impl Dispatcher {
                 slow_timeout: config.slow_consumer_timeout,
                 dropped: 0,
                 was_lossy: false,
+                queued: Vec::with_capacity(SEND_BURST),
             },
             doorbell,
             next_offset: recovery.next_offset,
@@ -406,6 +416,8 @@ impl Dispatcher {
         // Queue groups holding events back: look again soon even with nothing to read.
         let mut backlog = false;
         loop {
+            // Nothing stays queued while the loop sleeps.
+            self.egress.flush();
             let mut timeout = next_stats.saturating_duration_since(Instant::now());
             if backlog || self.uncommitted {
                 timeout = timeout.min(Duration::from_millis(1));
@@ -478,6 +490,7 @@ impl Dispatcher {
     /// are answered, and the sockets linger so queued events and replies drain.
     fn finish(&mut self) {
         tracing::info!(events_in = self.events_in, "dispatcher stopping");
+        self.egress.flush();
         self.commit();
         match self.log.finish() {
             Ok(durable) => self.release_confirms(durable),
@@ -630,6 +643,7 @@ impl Dispatcher {
     fn drain_requests(&mut self, frames: &mut [Frame]) -> Result<(), BrokerError> {
         let drained = self.drain_request_batch(frames);
         self.stamp_time_ns = None;
+        self.egress.flush();
         drained
     }
 
@@ -1063,7 +1077,7 @@ impl Dispatcher {
     /// Send a stamped event frame to subscribers, and to the log at the next commit.
     fn forward_logged(&mut self, frame: &mut Frame, producer: Option<(u64, u64)>) {
         self.log_batch.push(frame, producer);
-        self.egress.send_frame(frame);
+        self.egress.queue(frame);
     }
 
     /// Give the event to one member of each queue group whose filter matches.
@@ -1354,12 +1368,42 @@ struct Egress {
     dropped: u64,
     /// The socket has been lossy at least once (so a pipe may still be out of the fan-out).
     was_lossy: bool,
+    /// Events stamped but not yet sent (see [`Egress::queue`]).
+    queued: Vec<Frame>,
 }
 
 impl Egress {
     /// Send one event, waiting for a full subscriber queue at most `slow_timeout` before
     /// sending past it.
     fn send(&mut self, topic: &[u8], meta: &Meta, payload: &[u8]) {
+        // Encoded straight into the outgoing message (the one copy of the payload).
+        let mut frame = Frame::with_len(protocol::event_len(topic.len(), payload.len()));
+        protocol::encode_event_into(frame.as_mut_slice(), topic, meta, payload);
+        self.flush();
+        self.send_frame(&mut frame);
+    }
+
+    /// Take an event frame (leaving it empty) to send with the next [`Egress::flush`], or
+    /// at once when a burst's worth is queued.
+    fn queue(&mut self, frame: &mut Frame) {
+        self.queued.push(std::mem::replace(frame, Frame::new()));
+        if self.queued.len() >= SEND_BURST {
+            self.flush();
+        }
+    }
+
+    /// Send the queued events, in order.
+    fn flush(&mut self) {
+        let mut queued = std::mem::take(&mut self.queued);
+        for frame in &mut queued {
+            self.send_frame(frame);
+        }
+        queued.clear();
+        self.queued = queued;
+    }
+
+    /// Send one event frame, as [`Egress::send`] describes. The frame is empty afterwards.
+    fn send_frame(&mut self, frame: &mut Frame) {
         if let Some(until) = self.lossy_until {
             if Instant::now() >= until {
                 if let Err(e) = set_raw_int_option(&mut self.xpub, zmq_sys::ZMQ_XPUB_NODROP, 1) {
@@ -1369,14 +1413,6 @@ impl Egress {
                 tracing::info!("events socket back to lossless delivery");
             }
         }
-        // Encoded straight into the outgoing message (the one copy of the payload).
-        let mut frame = Frame::with_len(protocol::event_len(topic.len(), payload.len()));
-        protocol::encode_event_into(frame.as_mut_slice(), topic, meta, payload);
-        self.send_frame(&mut frame);
-    }
-
-    /// Send one event frame, as [`Egress::send`] describes. The frame is empty afterwards.
-    fn send_frame(&mut self, frame: &mut Frame) {
         let mut blocked_since: Option<Instant> = None;
         let mut flags = zmq::DONTWAIT;
         loop {
