@@ -472,6 +472,9 @@ impl Dispatcher {
                 let mut buf = [0u8; 64];
                 while matches!((&self.durable_bell).read(&mut buf), Ok(n) if n > 0) {}
                 self.release_confirms(self.durable_offset());
+                if self.log.failed() {
+                    self.fail_confirms();
+                }
             }
             if Instant::now() >= next_stats {
                 self.publish_stats();
@@ -560,6 +563,24 @@ impl Dispatcher {
         }
         for (who, body) in batches {
             self.send_acks(&who, &body);
+        }
+    }
+
+    /// The log failed: the confirms still waiting will never be durable. Each gets an error
+    /// reply now, so its publisher learns at once instead of when its confirm times out.
+    fn fail_confirms(&mut self) {
+        while let Some(c) = self.confirms.pop_front() {
+            let to = ReplyTo {
+                identity: &c.identity,
+                delimited: c.delimited,
+                request_id: c.request_id,
+            };
+            let msg = format!(
+                "event log failed before offset {} was durable; the broker takes no more \
+                 publishes until it is restarted",
+                c.offset
+            );
+            self.error_reply(&to, ErrorCode::Internal, &msg);
         }
     }
 

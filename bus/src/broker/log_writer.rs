@@ -15,8 +15,9 @@
 //! millisecond of being forwarded, as it did when it sat in the dispatcher's write buffer,
 //! and confirms still wait for the fsync that covers them. The channel is bounded, so a log
 //! that falls behind (a slow disk) slows the dispatcher down rather than growing without end.
-//! A write error marks the log failed ([`LogWriter::failed`]); the dispatcher then refuses
-//! publishes with an error reply, as it did when it appended itself.
+//! A write error marks the log failed ([`LogWriter::failed`]) and rings the durable bell; the
+//! dispatcher then answers the confirms still waiting with an error and refuses further
+//! publishes with an error reply.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -120,7 +121,8 @@ pub(super) struct LogWriter {
 
 impl LogWriter {
     /// Move `log` to a new writer thread. `ring_durable` is called after each commit when the
-    /// policy is `never` (then nothing else says that more of the log is durable).
+    /// policy is `never` (then nothing else says that more of the log is durable), and when
+    /// the log fails (so the dispatcher answers the confirms that will never be durable).
     pub(super) fn spawn(
         log: EventLog,
         ring_durable: impl Fn() + Send + 'static,
@@ -198,6 +200,7 @@ fn run(mut log: EventLog, work: Receiver<Work>, failed: &AtomicBool, ring_durabl
     let fail = |e: &LogError| {
         if !failed.swap(true, Ordering::Relaxed) {
             tracing::error!("event log write failed; the log takes nothing more: {e}");
+            ring_durable();
         }
     };
     while let Ok(item) = work.recv() {
@@ -334,6 +337,43 @@ mod tests {
         assert_eq!(got, want);
         assert!(!writer.failed());
         assert_eq!(writer.finish().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_failed_write_marks_the_log_failed_and_rings() {
+        use crate::log::LogOptions;
+        use crate::protocol::{Meta, KIND_EVENT};
+
+        let dir = tempfile::tempdir().unwrap();
+        // A record larger than the log takes: the append fails as a disk error would.
+        let opts = LogOptions {
+            max_record_bytes: 100,
+            ..LogOptions::default()
+        };
+        let (log, _) = EventLog::open(dir.path(), opts).unwrap();
+        let rung = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = rung.clone();
+        let mut writer = LogWriter::spawn(log, move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        let meta = Meta {
+            kind: KIND_EVENT,
+            offset: 0,
+            seq: 1,
+            time_ns: 1,
+            content_type: 0,
+        };
+        let payload = [1u8; 200];
+        let mut frame = Frame::with_len(protocol::event_len(3, payload.len()));
+        protocol::encode_event_into(frame.as_mut_slice(), b"a.b", &meta, &payload);
+        let mut batch = LogBatch::default();
+        batch.push(&mut frame, None);
+        writer.append(batch);
+        let _ = writer.flush();
+        assert!(writer.failed());
+        assert_eq!(rung.load(Ordering::SeqCst), 1, "the failure rings once");
+        assert_eq!(writer.finish().unwrap(), 0, "nothing was stored");
     }
 
     #[test]
