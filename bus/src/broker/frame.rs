@@ -18,9 +18,14 @@ pub(super) struct Frame {
 // it at a time (libzmq's own I/O threads do exactly that with every message).
 unsafe impl Send for Frame {}
 
-fn last_error() -> zmq::Error {
-    // SAFETY: zmq_errno has no preconditions.
-    zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() })
+/// A libzmq return code as a result: -1 means the call failed, with the reason in errno.
+fn check(rc: i32) -> Result<(), zmq::Error> {
+    if rc == -1 {
+        // SAFETY: zmq_errno has no preconditions.
+        Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }))
+    } else {
+        Ok(())
+    }
 }
 
 impl Frame {
@@ -69,24 +74,14 @@ impl Frame {
     pub(super) fn recv(&mut self, sock: &mut zmq::Socket, flags: i32) -> Result<(), zmq::Error> {
         // SAFETY: `self.msg` is an initialised message and the socket pointer is valid while
         // `sock` lives; zmq_msg_recv closes the old content before it stores the new one.
-        let rc = unsafe { zmq_sys::zmq_msg_recv(&mut self.msg, sock.as_mut_ptr(), flags) };
-        if rc == -1 {
-            Err(last_error())
-        } else {
-            Ok(())
-        }
+        check(unsafe { zmq_sys::zmq_msg_recv(&mut self.msg, sock.as_mut_ptr(), flags) })
     }
 
     /// Send this message on `sock`. On success the message is left empty; on failure
     /// (for example `EAGAIN` under `DONTWAIT`) it is untouched and can be sent again.
     pub(super) fn send(&mut self, sock: &mut zmq::Socket, flags: i32) -> Result<(), zmq::Error> {
         // SAFETY: as in `recv`; zmq_msg_send takes the content only when it succeeds.
-        let rc = unsafe { zmq_sys::zmq_msg_send(&mut self.msg, sock.as_mut_ptr(), flags) };
-        if rc == -1 {
-            Err(last_error())
-        } else {
-            Ok(())
-        }
+        check(unsafe { zmq_sys::zmq_msg_send(&mut self.msg, sock.as_mut_ptr(), flags) })
     }
 
     /// Whether this message's content may be shared with another message (a sender in the
