@@ -9,7 +9,8 @@
 //!   `*`, `>`, `re:` regex) and their matching rules.
 //! * [`protocol`]: every frame on the wire, built and parsed in one place
 //!   (docs/PROTOCOL.md says the same in prose).
-//! * [`broker`]: the dispatcher thread (ROUTER ingress, XPUB egress), its config and handle.
+//! * [`broker`]: the dispatcher thread (ROUTER ingress, XPUB egress), the log writer and
+//!   replay threads, its config and handle.
 //!
 //! # Running a broker in-process
 //!

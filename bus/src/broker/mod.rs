@@ -9,7 +9,9 @@
 //! The dispatcher owns the request `ROUTER` and the events `XPUB`. A publish is read as
 //! ZeroMQ messages, checked (header, topic, size), stamped with offset/sequence/time, logged,
 //! and sent on the XPUB; the payload is never decoded, and a ROOM publish's message goes out
-//! itself, rewritten in place into the event (`frame.rs` owns such messages).
+//! itself, rewritten in place into the event (`frame.rs` owns such messages). The event log
+//! is written by its own thread (`log_writer.rs`), which the dispatcher hands a batch of
+//! stamped events per commit; the replay service (`replay.rs`) reads it on another.
 
 mod dispatcher;
 mod frame;
