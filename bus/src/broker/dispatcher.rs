@@ -1248,8 +1248,10 @@ impl Dispatcher {
     /// beacon is repeated after 1, 2, 4, ... up to [`BEACON_REPEAT_MAX_TICKS`] stats ticks,
     /// for as long as the broker runs (one small message per topic and interval).
     ///
-    /// The log is committed first: every event a beacon counts is then readable by the replay
-    /// that heals the gap the beacon reveals.
+    /// The log is committed first (handed to the log writer, which flushes within about a
+    /// millisecond): the replay that heals the gap a beacon reveals reads up to the beacon's
+    /// event, waiting for that flush if it comes first (a replay waits up to 2 s for a log
+    /// that has not reached its end yet).
     fn send_beacons(&mut self) {
         if self.uncommitted {
             self.commit();
