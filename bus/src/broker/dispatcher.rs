@@ -1098,6 +1098,9 @@ impl Dispatcher {
     /// Send a stamped event frame to subscribers, and to the log at the next commit.
     fn forward_logged(&mut self, frame: &mut Frame, producer: Option<(u64, u64)>) {
         self.log_batch.push(frame, producer);
+        if self.log_batch.is_full() {
+            self.commit();
+        }
         self.egress.queue(frame);
     }
 

@@ -3,18 +3,22 @@
 //! record encoding and the write to the OS were a fifth of the dispatcher's time per event).
 //!
 //! The dispatcher adds each stamped event frame to a [`LogBatch`] and hands the batch over at
-//! each commit (at most every millisecond, or at once while confirms wait). A small frame is
-//! copied into the batch's buffer; a large one is kept as a second reference to the message
-//! ([`Frame::share`]), which costs no copy but counts references on the message's connection
-//! metadata, a cache line the I/O thread, the dispatcher and the writer would fight over per
-//! event (measured: small events went 15% slower shared, 1 KiB ones 20% slower copied). Per batch the writer appends every record,
-//! flushes to the OS (replays can read them from then on) and asks the syncer for an fsync;
-//! under fsync `never` it rings the durable bell itself, as flushed is as durable as it gets.
+//! each commit (every millisecond, at once while confirms wait, or when the batch is full:
+//! [`BATCH_EVENTS`], [`BATCH_BYTES`]). A small frame is copied into the batch's buffer; a
+//! large one is kept as a second reference to the message ([`Frame::share`]), which costs no
+//! copy but counts references on the message's connection metadata, a cache line the I/O
+//! thread, the dispatcher and the writer would fight over per event (measured: small events
+//! went 15% slower shared, 1 KiB ones 20% slower copied). Per batch the writer appends every
+//! record, flushes to the OS (replays can read them from then on) and asks the syncer for an
+//! fsync; under fsync `never` it rings the durable bell itself, as flushed is as durable as it
+//! gets.
 //!
 //! This keeps what the log promised before: a record reaches the OS within about a
 //! millisecond of being forwarded, as it did when it sat in the dispatcher's write buffer,
 //! and confirms still wait for the fsync that covers them. The channel is bounded, so a log
-//! that falls behind (a slow disk) slows the dispatcher down rather than growing without end.
+//! that falls behind (a slow disk) slows the dispatcher down rather than growing without end,
+//! and the log lags the events sent by at most [`QUEUED_BATCHES`] full batches.
+//!
 //! A write error marks the log failed ([`LogWriter::failed`]) and rings the durable bell; the
 //! dispatcher then answers the confirms still waiting with an error and refuses further
 //! publishes with an error reply.
@@ -30,7 +34,13 @@ use crate::log::{EventLog, FsyncPolicy, LogError, Record};
 use crate::protocol;
 
 /// Batches the writer may be behind before the dispatcher waits for it.
-const QUEUED_BATCHES: usize = 64;
+const QUEUED_BATCHES: usize = 16;
+/// A batch is handed over once it holds this many events or bytes, if its commit is not due
+/// earlier: with [`QUEUED_BATCHES`] this bounds how far the log may lag the events sent
+/// (replays, gap healing included, wait for it; a lag of whole seconds, possible when batches
+/// were bounded only by time, outlasted their wait).
+pub(super) const BATCH_EVENTS: usize = 1024;
+pub(super) const BATCH_BYTES: usize = 1 << 20;
 /// Event frames up to this size are copied into a batch; larger ones are shared.
 const COPY_MAX: usize = 256;
 
@@ -44,6 +54,8 @@ pub(super) struct LogBatch {
     /// Shared frames.
     shared: Vec<Frame>,
     events: Vec<(Where, Option<(u64, u64)>)>,
+    /// Bytes of all frames, copied and shared.
+    bytes: usize,
 }
 
 /// Where a batch holds an event's frame.
@@ -58,6 +70,7 @@ impl LogBatch {
     /// Add one event (copied or shared, by size). The frame must not change afterwards.
     pub(super) fn push(&mut self, event_frame: &mut Frame, producer: Option<(u64, u64)>) {
         let bytes = event_frame.as_slice();
+        self.bytes += bytes.len();
         if bytes.len() <= COPY_MAX {
             self.frames.extend_from_slice(bytes);
             self.events
@@ -72,12 +85,18 @@ impl LogBatch {
         self.events.is_empty()
     }
 
+    /// Whether the batch should be handed over now ([`BATCH_EVENTS`], [`BATCH_BYTES`]).
+    pub(super) fn is_full(&self) -> bool {
+        self.events.len() >= BATCH_EVENTS || self.bytes >= BATCH_BYTES
+    }
+
     /// Take the events, leaving an empty batch with room for as many.
     pub(super) fn take(&mut self) -> LogBatch {
         let empty = LogBatch {
             frames: Vec::with_capacity(self.frames.len()),
             shared: Vec::with_capacity(self.shared.len()),
             events: Vec::with_capacity(self.events.len()),
+            bytes: 0,
         };
         std::mem::replace(self, empty)
     }
@@ -401,6 +420,8 @@ mod tests {
             ]
         );
         assert_eq!((batch.shared.len(), batch.frames.len()), (1, 11));
+        assert_eq!(batch.bytes, 11 + big.len());
+        assert!(!batch.is_full());
         let taken = batch.take();
         assert!(batch.is_empty());
         assert_eq!(taken.iter().count(), 4);
