@@ -702,6 +702,16 @@ impl Dispatcher {
                     protocol::publish_into_event(frame.as_mut_slice(), f.topic_len, &f.meta);
                     self.forward_logged(frame, f.producer);
                 }
+                if let Some(later) = f.ack {
+                    self.egress.flush();
+                    let to = ReplyTo {
+                        identity: frames[0].as_slice(),
+                        delimited: later.delimited,
+                        request_id: later.request_id,
+                    };
+                    let ack = protocol::encode_publish_ack(f.meta.offset, f.meta.seq);
+                    self.ok_reply(&to, &[&ack]);
+                }
             }
         }
         Ok(())
@@ -990,8 +1000,21 @@ impl Dispatcher {
                 batched: header.flags & FLAG_BATCH_ACKS != 0 && !reply.delimited,
             });
         } else if header.flags & FLAG_ACK != 0 {
-            let ack = protocol::encode_publish_ack(offset, seq);
-            self.ok_reply(reply, &[&ack]);
+            // An ack says the event is out: a subscriber that subscribes after it never gets
+            // the event. Events wait in a burst queue, so the ack waits until that is sent.
+            match self.forward_in_place.as_mut() {
+                Some(f) => {
+                    f.ack = Some(ReplyLater {
+                        delimited: reply.delimited,
+                        request_id: reply.request_id,
+                    })
+                }
+                None => {
+                    self.egress.flush();
+                    let ack = protocol::encode_publish_ack(offset, seq);
+                    self.ok_reply(reply, &[&ack]);
+                }
+            }
         }
     }
 
@@ -1089,6 +1112,7 @@ impl Dispatcher {
                     topic_len: topic.len(),
                     meta,
                     producer,
+                    ack: None,
                 });
             }
         }
@@ -1158,6 +1182,8 @@ impl Dispatcher {
         if header.flags & (FLAG_ACK | FLAG_CONFIRM) == 0 {
             return;
         }
+        // As for any ack: the original event is out before its retry is answered.
+        self.egress.flush();
         // Offsets are known only for the producer's latest event seen since this broker
         // started; older retries are answered with the unknown offset.
         let (offset, seq) = match last.stamped {
@@ -1363,6 +1389,15 @@ struct InPlace {
     topic_len: usize,
     meta: Meta,
     producer: Option<(u64, u64)>,
+    /// An ACK publish: its reply (the request's identity is frame 0), sent once the event has
+    /// gone out.
+    ack: Option<ReplyLater>,
+}
+
+/// Where a reply goes, apart from the identity.
+struct ReplyLater {
+    delimited: bool,
+    request_id: u64,
 }
 
 /// Receive one multipart message into `frames` (`MAX_FRAMES + 1` slots); returns how many
