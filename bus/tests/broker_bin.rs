@@ -27,9 +27,15 @@ impl Drop for BrokerProc {
 impl BrokerProc {
     /// Start the broker on an ephemeral port and wait for its ready line.
     fn start(data: &Path) -> BrokerProc {
+        BrokerProc::start_with(data, &[])
+    }
+
+    /// [`BrokerProc::start`] with more flags.
+    fn start_with(data: &Path, flags: &[&str]) -> BrokerProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_agora-broker"))
             .args(["--listen", "tcp://127.0.0.1:*", "--data"])
             .arg(data)
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -85,8 +91,8 @@ impl BrokerProc {
     }
 }
 
-/// HELLO over a raw DEALER: the reply header and the CBOR body's `version`.
-fn hello(endpoint: &str) {
+/// HELLO over a raw DEALER: the reply header and the CBOR body's `version`; returns the body.
+fn hello(endpoint: &str) -> ciborium::value::Value {
     let ctx = zmq::Context::new();
     let d = ctx.socket(zmq::DEALER).expect("socket");
     d.set_rcvtimeo(5000).expect("rcvtimeo");
@@ -109,6 +115,41 @@ fn hello(endpoint: &str) {
         .and_then(|v| v.as_integer())
         .map(i128::from);
     assert_eq!(version, Some(1));
+    body
+}
+
+/// A text field of a HELLO body.
+fn hello_text(body: &ciborium::value::Value, key: &str) -> String {
+    body.as_map()
+        .and_then(|m| m.iter().find(|(k, _)| k.as_text() == Some(key)))
+        .and_then(|(_, v)| v.as_text())
+        .unwrap_or_else(|| panic!("HELLO has a text `{key}`: {body:?}"))
+        .to_string()
+}
+
+#[test]
+fn endpoint_flags_put_each_socket_where_they_say() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Free ports, found by binding and letting go.
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("tcp://127.0.0.1:{}", l.local_addr().expect("addr").port())
+    };
+    let (events, space, replay) = (free(), free(), free());
+    let mut broker = BrokerProc::start_with(
+        &dir.path().join("data"),
+        &["--events", &events, "--space", &space, "--replay", &replay],
+    );
+    let body = hello(&broker.endpoint);
+    assert_eq!(hello_text(&body, "events"), events);
+    assert_eq!(hello_text(&body, "space"), space);
+    assert_eq!(hello_text(&body, "replay"), replay);
+    for ep in [&events, &space, &replay] {
+        let addr = ep.strip_prefix("tcp://").expect("tcp");
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{ep} is served: {e}"));
+    }
+    broker.signal(libc::SIGTERM);
+    assert!(broker.wait_exit().success());
 }
 
 fn serves_then_exits_cleanly_on(sig: libc::c_int) {
@@ -160,6 +201,11 @@ fn bad_flags_exit_two_with_a_message() {
     fails_with_usage(&["--no-such-flag"], dir.path());
     fails_with_usage(&["--max-payload", "lots"], dir.path());
     fails_with_usage(&["--slow-consumer-timeout", "soon"], dir.path());
+    let stderr = fails_with_usage(
+        &["--listen", "tcp://127.0.0.1:*", "--replay", "udp://y"],
+        dir.path(),
+    );
+    assert!(stderr.contains("udp://y"), "names the endpoint: {stderr}");
 }
 
 #[test]

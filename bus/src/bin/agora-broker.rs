@@ -29,6 +29,10 @@ struct Args {
     /// Tuple space endpoint. Default: the listen port + 2.
     #[arg(long)]
     space: Option<String>,
+    /// Replay endpoint (stored events, durable subscriptions, gap healing). Default: the
+    /// listen port + 3.
+    #[arg(long)]
+    replay: Option<String>,
     /// Data directory (created if missing).
     #[arg(long, default_value = "agora-data", env = "AGORA_DATA")]
     data: PathBuf,
@@ -98,6 +102,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         listen: args.listen,
         events: args.events,
         space: args.space,
+        replay: args.replay,
         data_dir: args.data,
         max_payload: args.max_payload,
         slow_consumer_timeout: args.slow_consumer_timeout,
@@ -116,6 +121,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(
         events = broker.events_endpoint(),
         space = broker.space_endpoint().unwrap_or("-"),
+        replay = broker.replay_endpoint(),
         "serving"
     );
     if let Some(sig) = signals.forever().next() {
