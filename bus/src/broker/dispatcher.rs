@@ -36,9 +36,6 @@ const MAX_ACKS_PER_MESSAGE: usize = 256;
 const REPLY_HWM: i32 = 10_000;
 /// Requests handled per poll wakeup before the loop looks at its other duties again.
 const REQUEST_BATCH: usize = 4096;
-/// Requests that share one reading of the clock for their events' timestamps (reading it
-/// per event was a twentieth of the dispatcher's time; a run of these takes microseconds).
-const REQUESTS_PER_CLOCK_READ: usize = 32;
 /// Events sent to the events socket together, at most. Sent one by one as they were
 /// stamped, each event found the I/O thread idle and woke it (tens of thousands of wake-ups
 /// per million events, each preempting this thread); sent in bursts, the I/O thread finds a
@@ -184,9 +181,6 @@ pub(super) struct Dispatcher {
     /// frame at this index) becomes the event in place, with this topic length and meta, once
     /// the request's slices are no longer borrowed (see [`Dispatcher::drain_requests`]).
     forward_in_place: Option<InPlace>,
-    /// While requests are drained: the time to stamp their events with (see
-    /// [`REQUESTS_PER_CLOCK_READ`]); `None` otherwise, and events read the clock themselves.
-    stamp_time_ns: Option<u64>,
     /// Appended since the last commit.
     uncommitted: bool,
     last_commit: Instant,
@@ -383,7 +377,6 @@ impl Dispatcher {
             groups: Vec::new(),
             producers,
             forward_in_place: None,
-            stamp_time_ns: None,
             uncommitted: false,
             last_commit: now,
             last_retention: now,
@@ -663,22 +656,18 @@ impl Dispatcher {
 
     fn drain_requests(&mut self, frames: &mut [Frame]) -> Result<(), BrokerError> {
         let drained = self.drain_request_batch(frames);
-        self.stamp_time_ns = None;
         self.egress.flush();
         drained
     }
 
     fn drain_request_batch(&mut self, frames: &mut [Frame]) -> Result<(), BrokerError> {
-        for i in 0..REQUEST_BATCH {
+        for _ in 0..REQUEST_BATCH {
             let n = match recv_frames(&mut self.router, frames) {
                 Ok(n) => n,
                 Err(zmq::Error::EAGAIN) => return Ok(()),
                 Err(zmq::Error::EINTR) => return Ok(()),
                 Err(e) => return Err(e.into()),
             };
-            if i % REQUESTS_PER_CLOCK_READ == 0 {
-                self.stamp_time_ns = Some(now_ns());
-            }
             self.requests += 1;
             // Getting a frame's bytes is two FFI calls; look at every frame once.
             let mut parts: [&[u8]; MAX_FRAMES + 1] = [&[]; MAX_FRAMES + 1];
@@ -1049,10 +1038,9 @@ impl Dispatcher {
                 max: self.max_record_bytes,
             });
         }
-        let time_ns = self
-            .stamp_time_ns
-            .unwrap_or_else(now_ns)
-            .max(self.last_time_ns);
+        // Read per event: a clock read shared by a run of requests could stamp an event
+        // earlier than something its publisher saw before publishing (a reply, an event).
+        let time_ns = now_ns().max(self.last_time_ns);
         let topic_bytes = topic.as_bytes();
         let index = match topic_index.or_else(|| self.topic_index.get(topic_bytes).copied()) {
             Some(i) => i,
