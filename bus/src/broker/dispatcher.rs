@@ -577,7 +577,8 @@ impl Dispatcher {
         }
     }
 
-    fn send_acks(&self, identity: &[u8], body: &[u8]) {
+    fn send_acks(&mut self, identity: &[u8], body: &[u8]) {
+        self.egress.flush();
         let header = Header::new(Op::Acks, 0).encode();
         if let Err(e) = send_routed(&self.router, identity, false, &header, &[body]) {
             tracing::debug!("acks not delivered (client gone or not reading): {e}");
@@ -692,7 +693,6 @@ impl Dispatcher {
                     self.forward_logged(frame, f.producer);
                 }
                 if let Some(later) = f.ack {
-                    self.egress.flush();
                     let to = ReplyTo {
                         identity: frames[0].as_slice(),
                         delimited: later.delimited,
@@ -990,7 +990,8 @@ impl Dispatcher {
             });
         } else if header.flags & FLAG_ACK != 0 {
             // An ack says the event is out: a subscriber that subscribes after it never gets
-            // the event. Events wait in a burst queue, so the ack waits until that is sent.
+            // the event. A ROOM publish's event is sent after this returns (see
+            // `forward_in_place`), so its ack is sent then; every reply flushes the burst queue.
             match self.forward_in_place.as_mut() {
                 Some(f) => {
                     f.ack = Some(ReplyLater {
@@ -999,7 +1000,6 @@ impl Dispatcher {
                     })
                 }
                 None => {
-                    self.egress.flush();
                     let ack = protocol::encode_publish_ack(offset, seq);
                     self.ok_reply(reply, &[&ack]);
                 }
@@ -1170,8 +1170,6 @@ impl Dispatcher {
         if header.flags & (FLAG_ACK | FLAG_CONFIRM) == 0 {
             return;
         }
-        // As for any ack: the original event is out before its retry is answered.
-        self.egress.flush();
         // Offsets are known only for the producer's latest event seen since this broker
         // started; older retries are answered with the unknown offset.
         let (offset, seq) = match last.stamped {
@@ -1306,19 +1304,23 @@ impl Dispatcher {
         }
     }
 
-    fn ok_reply(&self, to: &ReplyTo<'_>, body: &[&[u8]]) {
+    fn ok_reply(&mut self, to: &ReplyTo<'_>, body: &[&[u8]]) {
         let header = Header::new(Op::Ok, to.request_id).encode();
         self.send_reply(to, &header, body);
     }
 
-    fn error_reply(&self, to: &ReplyTo<'_>, code: ErrorCode, message: &str) {
+    fn error_reply(&mut self, to: &ReplyTo<'_>, code: ErrorCode, message: &str) {
         tracing::debug!(?code, request_id = to.request_id, "error reply: {message}");
         let header = Header::new(Op::Error, to.request_id).encode();
         let code = protocol::encode_error_code(code);
         self.send_reply(to, &header, &[&code, message.as_bytes()]);
     }
 
-    fn send_reply(&self, to: &ReplyTo<'_>, header: &[u8], body: &[&[u8]]) {
+    /// Every reply goes out after the events stamped before it (they may wait in the burst
+    /// queue): a client that got a reply to a later request never sees earlier events arrive
+    /// at a subscription it makes afterwards, as before events were sent in bursts.
+    fn send_reply(&mut self, to: &ReplyTo<'_>, header: &[u8], body: &[&[u8]]) {
+        self.egress.flush();
         // ROUTER refuses replies to peers that are gone or whose queue is full: a client that
         // stopped reading only loses its own replies.
         if let Err(e) = send_routed(&self.router, to.identity, to.delimited, header, body) {
