@@ -676,34 +676,45 @@ impl Dispatcher {
                 *part = frame.as_slice();
             }
             self.handle(&parts[..n]);
-            if let Some(f) = self.forward_in_place.take() {
-                let frame = &mut frames[f.frame_index];
-                if frame.is_shared() {
-                    // Someone else may read these bytes (an in-process sender that kept a
-                    // copy): build the event in a message of its own instead.
-                    let publish = frame.as_slice();
-                    let topic = &publish[PUBLISH_ROOM..PUBLISH_ROOM + f.topic_len];
-                    let payload = &publish[PUBLISH_ROOM + f.topic_len + 1..];
-                    let mut event =
-                        Frame::with_len(protocol::event_len(topic.len(), payload.len()));
-                    protocol::encode_event_into(event.as_mut_slice(), topic, &f.meta, payload);
-                    self.forward_logged(&mut event, f.producer);
-                } else {
-                    protocol::publish_into_event(frame.as_mut_slice(), f.topic_len, &f.meta);
-                    self.forward_logged(frame, f.producer);
-                }
-                if let Some(later) = f.ack {
-                    let to = ReplyTo {
-                        identity: frames[0].as_slice(),
-                        delimited: later.delimited,
-                        request_id: later.request_id,
-                    };
-                    let ack = protocol::encode_publish_ack(f.meta.offset, f.meta.seq);
-                    self.ok_reply(&to, &[&ack]);
-                }
+            if let Some(stamped) = self.forward_in_place.take() {
+                self.send_in_place(frames, stamped);
             }
         }
         Ok(())
+    }
+
+    /// Turn a stamped ROOM publish (the request's frame `stamped.frame_index`) into its event
+    /// and forward it, then send its ack if it asked for one.
+    fn send_in_place(&mut self, frames: &mut [Frame], stamped: InPlace) {
+        let InPlace {
+            frame_index,
+            topic_len,
+            meta,
+            producer,
+            ack,
+        } = stamped;
+        let frame = &mut frames[frame_index];
+        if frame.is_shared() {
+            // Someone else may read these bytes (an in-process sender that kept a copy):
+            // build the event in a message of its own instead.
+            let publish = frame.as_slice();
+            let topic = &publish[PUBLISH_ROOM..PUBLISH_ROOM + topic_len];
+            let payload = &publish[PUBLISH_ROOM + topic_len + 1..];
+            let mut event = Frame::event(topic, &meta, payload);
+            self.forward_logged(&mut event, producer);
+        } else {
+            protocol::publish_into_event(frame.as_mut_slice(), topic_len, &meta);
+            self.forward_logged(frame, producer);
+        }
+        if let Some(later) = ack {
+            let to = ReplyTo {
+                identity: frames[0].as_slice(),
+                delimited: later.delimited,
+                request_id: later.request_id,
+            };
+            let ack = protocol::encode_publish_ack(meta.offset, meta.seq);
+            self.ok_reply(&to, &[&ack]);
+        }
     }
 
     /// Serve one request. Every failure becomes an error reply; nothing here can stop the loop.
@@ -958,9 +969,10 @@ impl Dispatcher {
             }
         }
 
-        let forward = match in_place {
-            true => Forward::InPlace { frame_index },
-            false => Forward::Copy,
+        let forward = if in_place {
+            Forward::InPlace { frame_index }
+        } else {
+            Forward::Copy
         };
         let stamped = self.append_and_forward(
             (topic_str, topic_index),
@@ -1090,8 +1102,7 @@ impl Dispatcher {
         }
         match forward {
             Forward::Copy => {
-                let mut frame = Frame::with_len(protocol::event_len(topic.len(), payload.len()));
-                protocol::encode_event_into(frame.as_mut_slice(), topic_bytes, &meta, payload);
+                let mut frame = Frame::event(topic_bytes, &meta, payload);
                 self.forward_logged(&mut frame, producer);
             }
             Forward::InPlace { frame_index } => {
@@ -1427,9 +1438,7 @@ impl Egress {
     /// Send one event, waiting for a full subscriber queue at most `slow_timeout` before
     /// sending past it.
     fn send(&mut self, topic: &[u8], meta: &Meta, payload: &[u8]) {
-        // Encoded straight into the outgoing message (the one copy of the payload).
-        let mut frame = Frame::with_len(protocol::event_len(topic.len(), payload.len()));
-        protocol::encode_event_into(frame.as_mut_slice(), topic, meta, payload);
+        let mut frame = Frame::event(topic, meta, payload);
         self.flush();
         self.send_frame(&mut frame);
     }

@@ -70,6 +70,15 @@ impl Frame {
         copy
     }
 
+    /// A new message holding the event frame `topic ‖ 0 ‖ meta ‖ payload`, encoded straight
+    /// into it (the one copy of the payload).
+    pub(super) fn event(topic: &[u8], meta: &crate::protocol::Meta, payload: &[u8]) -> Frame {
+        use crate::protocol::{encode_event_into, event_len};
+        let mut frame = Frame::with_len(event_len(topic.len(), payload.len()));
+        encode_event_into(frame.as_mut_slice(), topic, meta, payload);
+        frame
+    }
+
     /// Receive the next frame from `sock` into this message (its old contents are released).
     pub(super) fn recv(&mut self, sock: &mut zmq::Socket, flags: i32) -> Result<(), zmq::Error> {
         // SAFETY: `self.msg` is an initialised message and the socket pointer is valid while

@@ -328,9 +328,10 @@ mod tests {
                 time_ns: 1_000 + offset as u64,
                 content_type: 2,
             };
-            let mut frame = Frame::with_len(protocol::event_len(topic.len(), payload.len()));
-            protocol::encode_event_into(frame.as_mut_slice(), topic.as_bytes(), &meta, payload);
-            batch.push(&mut frame, *producer);
+            batch.push(
+                &mut Frame::event(topic.as_bytes(), &meta, payload),
+                *producer,
+            );
         }
         writer.append(batch);
         assert_eq!(writer.flush().unwrap(), 3);
@@ -384,10 +385,8 @@ mod tests {
             content_type: 0,
         };
         let payload = [1u8; 200];
-        let mut frame = Frame::with_len(protocol::event_len(3, payload.len()));
-        protocol::encode_event_into(frame.as_mut_slice(), b"a.b", &meta, &payload);
         let mut batch = LogBatch::default();
-        batch.push(&mut frame, None);
+        batch.push(&mut Frame::event(b"a.b", &meta, &payload), None);
         writer.append(batch);
         let _ = writer.flush();
         assert!(writer.failed());
