@@ -28,6 +28,28 @@ fn read_log(data: &Path) -> Vec<agora_bus::log::OwnedRecord> {
     }
 }
 
+/// Wait until `confirmed` holds `at_least` entries (failing after 20 s), kill the broker with
+/// SIGKILL, let the client tasks notice, and return what was confirmed.
+fn kill_9_once_confirmed<T: Clone>(
+    broker: &mut BrokerProcess,
+    rt: &tokio::runtime::Runtime,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    confirmed: &Mutex<Vec<T>>,
+    at_least: usize,
+) -> Vec<T> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while confirmed.lock().unwrap().len() < at_least {
+        assert!(Instant::now() < deadline, "clients made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    broker.kill9();
+    for t in tasks {
+        rt.block_on(t).unwrap();
+    }
+    let confirmed = confirmed.lock().unwrap().clone();
+    confirmed
+}
+
 #[test]
 fn kill_9_loses_no_confirmed_event_and_stores_each_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -57,16 +79,7 @@ fn kill_9_loses_no_confirmed_event_and_stores_each_once_in_order() {
             }
         }));
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while confirmed.lock().unwrap().len() < 400 {
-        assert!(Instant::now() < deadline, "publishers made no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    broker.kill9();
-    for t in tasks {
-        rt.block_on(t).unwrap();
-    }
-    let confirmed = confirmed.lock().unwrap().clone();
+    let confirmed = kill_9_once_confirmed(&mut broker, &rt, tasks, &confirmed, 400);
 
     let records = read_log(dir.path());
     let mut by_offset = HashMap::new();
@@ -168,16 +181,7 @@ fn kill_9_loses_no_confirmed_tuple() {
             }
         }));
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while confirmed.lock().unwrap().len() < 200 {
-        assert!(Instant::now() < deadline, "outs made no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    broker.kill9();
-    for t in tasks {
-        rt.block_on(t).unwrap();
-    }
-    let confirmed = confirmed.lock().unwrap().clone();
+    let confirmed = kill_9_once_confirmed(&mut broker, &rt, tasks, &confirmed, 200);
 
     let broker = BrokerProcess::start(&listen, dir.path(), &[]);
     rt.block_on(async {
