@@ -15,9 +15,16 @@
 //! over the rounds: on a small shared machine any single run, the bare proxy's included, can
 //! be 20% off.
 //!
+//! Under each row it prints the CPU time each path took per event (all threads of this
+//! process, the broker's included, from `getrusage`), median over the rounds, and the
+//! broker's dispatcher and log writer threads' share of it: rates swing with the machine's
+//! other load, CPU per event much less, so it is the figure to compare before and after a
+//! change on the hot path.
+//!
 //! Run: `cargo bench --bench bus_throughput` (`AGORA_BENCH_EVENTS=N` changes the count from
 //! 1,000,000; `AGORA_BENCH_ONLY=proxy|raw|sdk` runs one path, `AGORA_BENCH_SIZE=N` one payload
-//! size, for profiling; `AGORA_BENCH_VERBOSE=1` prints every round).
+//! size, for profiling; `AGORA_BENCH_FSYNC=never|always|'every 5ms'` the broker's fsync
+//! policy; `AGORA_BENCH_VERBOSE=1` prints every round).
 
 use std::time::{Duration, Instant};
 
@@ -84,6 +91,64 @@ fn count_events(sub: zmq::Socket, n: u64, frames: usize) -> std::thread::JoinHan
         Instant::now()
     })
 }
+
+/// CPU time used so far: by the whole process, and by each live thread, by thread id.
+struct CpuMark {
+    process_ns: u64,
+    threads: std::collections::HashMap<String, (String, u64)>,
+}
+
+impl CpuMark {
+    fn now() -> CpuMark {
+        // SAFETY: getrusage fills the struct it is given.
+        let usage = unsafe {
+            let mut u = std::mem::zeroed::<libc::rusage>();
+            libc::getrusage(libc::RUSAGE_SELF, &mut u);
+            u
+        };
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+        let mut threads = std::collections::HashMap::new();
+        if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+            for task in dir.flatten() {
+                let path = task.path();
+                let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+                // schedstat: time on a CPU (ns), time waiting for one, timeslices.
+                let run_ns = std::fs::read_to_string(path.join("schedstat"))
+                    .ok()
+                    .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                    .unwrap_or(0);
+                let tid = task.file_name().to_string_lossy().into_owned();
+                threads.insert(tid, (comm.trim().to_owned(), run_ns));
+            }
+        }
+        CpuMark {
+            process_ns: ns(usage.ru_utime) + ns(usage.ru_stime),
+            threads,
+        }
+    }
+
+    /// CPU µs per event since `self`: the process's, and that of the threads named `name`.
+    fn per_event(&self, n: u64, names: &[&str]) -> Vec<f64> {
+        let later = CpuMark::now();
+        let us = |ns: u64| ns as f64 / 1000.0 / n as f64;
+        let mut out = vec![us(later.process_ns.saturating_sub(self.process_ns))];
+        for name in names {
+            let ns: u64 = later
+                .threads
+                .iter()
+                .filter(|(_, (comm, _))| comm == name)
+                .map(|(tid, (_, ns))| {
+                    ns.saturating_sub(self.threads.get(tid).map_or(0, |(_, before)| *before))
+                })
+                .sum();
+            out.push(us(ns));
+        }
+        out
+    }
+}
+
+/// The broker threads whose CPU time is reported on their own.
+const BROKER_THREADS: [&str; 2] = ["agora-dispatche", "agora-log-write"];
 
 fn bare_proxy(n: u64, size: usize) -> f64 {
     // The proxy gets its own context (its own I/O thread), as a standalone proxy process
@@ -235,6 +300,9 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(c.requests_hwm);
+        if let Ok(f) = std::env::var("AGORA_BENCH_FSYNC") {
+            c.fsync = f.parse().unwrap();
+        }
     });
     let endpoint = broker.endpoint();
     let events = broker.broker().events_endpoint().to_string();
@@ -270,19 +338,26 @@ fn main() {
     };
     for size in sizes {
         let (mut proxy, mut raw, mut typed) = (Vec::new(), Vec::new(), Vec::new());
+        // CPU µs per event of each round: [process, dispatcher, log writer].
+        let (mut proxy_cpu, mut raw_cpu, mut typed_cpu) = (Vec::new(), Vec::new(), Vec::new());
         let mut encoded = 0;
         // The paths take turns, so a slow spell of the machine hits all of them alike.
         for _ in 0..rounds {
+            let mark = CpuMark::now();
             proxy.push(if run("proxy") {
                 bare_proxy(n, size)
             } else {
                 0.0
             });
+            proxy_cpu.push(mark.per_event(n, &BROKER_THREADS));
+            let mark = CpuMark::now();
             raw.push(if run("raw") {
                 broker_raw(&endpoint, &events, n, size)
             } else {
                 0.0
             });
+            raw_cpu.push(mark.per_event(n, &BROKER_THREADS));
+            let mark = CpuMark::now();
             typed.push(if run("sdk") {
                 let (rate, len) = sdk_typed(&rt, &endpoint, n, size);
                 encoded = len;
@@ -290,15 +365,25 @@ fn main() {
             } else {
                 0.0
             });
+            typed_cpu.push(mark.per_event(n, &BROKER_THREADS));
         }
         if std::env::var_os("AGORA_BENCH_VERBOSE").is_some() {
             for i in 0..rounds {
                 eprintln!(
-                    "  {size} B round {}: proxy {:.0}/s, raw {:.0}/s, typed {:.0}/s",
+                    "  {size} B round {}: proxy {:.0}/s, raw {:.0}/s, typed {:.0}/s; \
+                     cpu us/event: proxy {:.3}, raw {:.3} (dispatcher {:.3}, log writer {:.3}), \
+                     typed {:.3} (dispatcher {:.3}, log writer {:.3})",
                     i + 1,
                     proxy[i],
                     raw[i],
-                    typed[i]
+                    typed[i],
+                    proxy_cpu[i][0],
+                    raw_cpu[i][0],
+                    raw_cpu[i][1],
+                    raw_cpu[i][2],
+                    typed_cpu[i][0],
+                    typed_cpu[i][1],
+                    typed_cpu[i][2],
                 );
             }
         }
@@ -320,10 +405,26 @@ fn main() {
             t / p,
             spread(&typed),
         );
+        // Medians, column by column, over the rounds.
+        let cpu = |of: &[Vec<f64>], i: usize| {
+            median(&of.iter().map(|round| round[i]).collect::<Vec<_>>())
+        };
+        println!(
+            "{:<7} cpu us/event: proxy {:.3}, broker raw {:.3} (dispatcher {:.3}, log writer \
+             {:.3}), sdk typed {:.3} (dispatcher {:.3}, log writer {:.3})",
+            "",
+            cpu(&proxy_cpu, 0),
+            cpu(&raw_cpu, 0),
+            cpu(&raw_cpu, 1),
+            cpu(&raw_cpu, 2),
+            cpu(&typed_cpu, 0),
+            cpu(&typed_cpu, 1),
+            cpu(&typed_cpu, 2),
+        );
     }
 }
 
-/// The median of a few rates (the upper one of the middle two for an even count).
+/// The median of a few figures (the upper one of the middle two for an even count).
 fn median(rates: &[f64]) -> f64 {
     let mut sorted = rates.to_vec();
     sorted.sort_by(|a, b| a.total_cmp(b));
