@@ -46,6 +46,10 @@ const REQUEST_BATCH: usize = 4096;
 const SEND_BURST: usize = 32;
 /// The most frames a request may have; more is malformed (and is not buffered).
 const MAX_FRAMES: usize = 8;
+/// Requests received before any of them is handled, at most: one clock reading, taken after
+/// they have all arrived, stamps all their events (see `drain_request_batch`). Read per
+/// event, the clock was a twentieth of the hot path.
+const RECEIVE_RUN: usize = 32;
 /// How long appended fire-and-forget events may sit in the log's buffer before they are
 /// pushed to the OS (and become visible to replays).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(1);
@@ -188,6 +192,8 @@ pub(super) struct Dispatcher {
 
     next_offset: u64,
     last_time_ns: u64,
+    /// A clock reading taken after the requests being handled had all been received.
+    received_at_ns: u64,
     /// Every topic ever published (recovered from the log, then as they come): name -> index
     /// into `topics`, which holds each one's name and state.
     topic_index: FxHashMap<Box<[u8]>, usize>,
@@ -371,6 +377,7 @@ impl Dispatcher {
             doorbell,
             next_offset: recovery.next_offset,
             last_time_ns: 0,
+            received_at_ns: 0,
             topic_index,
             topics,
             log,
@@ -411,8 +418,11 @@ impl Dispatcher {
         );
         let interval = self.config.stats_interval;
         let mut next_stats = Instant::now() + interval;
-        // One slot per frame a request may have, and one more to notice a longer request.
-        let mut frames: Vec<Frame> = (0..=MAX_FRAMES).map(|_| Frame::new()).collect();
+        // Per request of a receive run: one slot per frame a request may have, and one more
+        // to notice a longer request.
+        let mut run_frames: Vec<Vec<Frame>> = (0..RECEIVE_RUN)
+            .map(|_| (0..=MAX_FRAMES).map(|_| Frame::new()).collect())
+            .collect();
         // Queue groups holding events back: look again soon even with nothing to read.
         let mut backlog = false;
         loop {
@@ -454,7 +464,7 @@ impl Dispatcher {
                 self.drain_subscriptions();
             }
             if requests_ready {
-                self.drain_requests(&mut frames)?;
+                self.drain_requests(&mut run_frames)?;
             }
             if space_ready {
                 self.drain_space_events();
@@ -607,9 +617,15 @@ impl Dispatcher {
         }
         for (topic, payload) in batch {
             let ct = ContentType::Cbor as u8;
-            if let Err(e) =
-                self.append_and_forward((topic, None), &payload, ct, None, Forward::Copy)
-            {
+            let received_at = now_ns();
+            if let Err(e) = self.append_and_forward(
+                (topic, None),
+                &payload,
+                ct,
+                None,
+                Forward::Copy,
+                received_at,
+            ) {
                 tracing::error!("event log append failed for {topic}: {e}");
             }
         }
@@ -662,29 +678,61 @@ impl Dispatcher {
         }
     }
 
-    fn drain_requests(&mut self, frames: &mut [Frame]) -> Result<(), BrokerError> {
-        let drained = self.drain_request_batch(frames);
+    fn drain_requests(&mut self, run_frames: &mut [Vec<Frame>]) -> Result<(), BrokerError> {
+        let drained = self.drain_request_batch(run_frames);
         self.egress.flush();
         drained
     }
 
-    fn drain_request_batch(&mut self, frames: &mut [Frame]) -> Result<(), BrokerError> {
-        for _ in 0..REQUEST_BATCH {
-            let n = match recv_frames(&mut self.router, frames) {
-                Ok(n) => n,
-                Err(zmq::Error::EAGAIN) => return Ok(()),
-                Err(zmq::Error::EINTR) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            self.requests += 1;
-            // Getting a frame's bytes is two FFI calls; look at every frame once.
-            let mut parts: [&[u8]; MAX_FRAMES + 1] = [&[]; MAX_FRAMES + 1];
-            for (part, frame) in parts.iter_mut().zip(frames.iter()) {
-                *part = frame.as_slice();
+    /// Handle up to [`REQUEST_BATCH`] requests, in runs: receive up to [`RECEIVE_RUN`] of
+    /// them, read the clock, then handle each. That one reading is a valid stamp for every
+    /// event of the run: each publish had arrived, so was sent, before it was taken, and no
+    /// reply of the run had gone out yet, so no sender had seen anything later. (A reading
+    /// taken before a request arrived could be earlier than what its sender saw; a replay
+    /// from that time would then miss the event.)
+    fn drain_request_batch(&mut self, run_frames: &mut [Vec<Frame>]) -> Result<(), BrokerError> {
+        let mut lens = [0usize; RECEIVE_RUN];
+        let mut handled = 0;
+        while handled < REQUEST_BATCH {
+            let mut received = 0;
+            let mut ended = Ok(false);
+            while received < run_frames.len() {
+                match recv_frames(&mut self.router, &mut run_frames[received]) {
+                    Ok(n) => {
+                        lens[received] = n;
+                        received += 1;
+                    }
+                    Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {
+                        ended = Ok(true);
+                        break;
+                    }
+                    // Handle what was received first; then report.
+                    Err(e) => {
+                        ended = Err(e);
+                        break;
+                    }
+                }
             }
-            self.handle(&parts[..n]);
-            if let Some(stamped) = self.forward_in_place.take() {
-                self.send_in_place(frames, stamped);
+            if received > 0 {
+                self.received_at_ns = now_ns();
+            }
+            for (frames, &n) in run_frames[..received].iter_mut().zip(&lens) {
+                self.requests += 1;
+                // Getting a frame's bytes is two FFI calls; look at every frame once.
+                let mut parts: [&[u8]; MAX_FRAMES + 1] = [&[]; MAX_FRAMES + 1];
+                for (part, frame) in parts.iter_mut().zip(frames.iter()) {
+                    *part = frame.as_slice();
+                }
+                self.handle(&parts[..n]);
+                if let Some(stamped) = self.forward_in_place.take() {
+                    self.send_in_place(frames, stamped);
+                }
+            }
+            handled += received;
+            match ended {
+                Ok(false) => {}
+                Ok(true) => return Ok(()),
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())
@@ -987,6 +1035,7 @@ impl Dispatcher {
             header.content_type,
             producer,
             forward,
+            self.received_at_ns,
         );
         let (offset, seq) = match stamped {
             Ok(stamp) => stamp,
@@ -1037,6 +1086,7 @@ impl Dispatcher {
         content_type: u8,
         producer: Option<(u64, u64)>,
         forward: Forward,
+        received_at_ns: u64,
     ) -> Result<(u64, u64), crate::log::LogError> {
         if self.log.failed() {
             return Err(crate::log::LogError::Failed);
@@ -1057,9 +1107,9 @@ impl Dispatcher {
                 max: self.max_record_bytes,
             });
         }
-        // Read per event: a clock read shared by a run of requests could stamp an event
-        // earlier than something its publisher saw before publishing (a reply, an event).
-        let time_ns = now_ns().max(self.last_time_ns);
+        // `received_at_ns` was read after the event arrived (see `drain_request_batch`);
+        // stamps never go backwards.
+        let time_ns = received_at_ns.max(self.last_time_ns);
         let topic_bytes = topic.as_bytes();
         let index = match topic_index.or_else(|| self.topic_index.get(topic_bytes).copied()) {
             Some(i) => i,
