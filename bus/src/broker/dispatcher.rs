@@ -525,7 +525,7 @@ impl Dispatcher {
         self.uncommitted = false;
         self.last_commit = Instant::now();
         if !self.log_batch.is_empty() {
-            self.log.append(self.log_batch.take());
+            self.log.append(&mut self.log_batch);
         }
     }
 
