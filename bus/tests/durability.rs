@@ -158,6 +158,58 @@ fn a_retried_confirmed_publish_is_stored_once() {
 }
 
 #[test]
+fn a_producer_idle_past_its_ttl_is_forgotten() {
+    // The broker remembers each producer's last sequence to drop retries, for
+    // `--producer-ttl` after its last publish; then it forgets it, so ids of clients long
+    // gone do not pile up. A forgotten producer's next publish is taken as it comes.
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(
+        "tcp://127.0.0.1:*",
+        dir.path(),
+        &["--producer-ttl", "300ms"],
+    );
+    let ctx = zmq::Context::new();
+    let dealer = ctx.socket(zmq::DEALER).unwrap();
+    dealer.connect(&broker.endpoint).unwrap();
+    // A confirmed publish from producer 77: Ok(offset) or Err(error code).
+    let publish = |request_id: u8, seq: u64| -> Result<u64, u16> {
+        let mut f = vec![1u8, 0x01, 0x02 | 0x04, 0, request_id, 0, 0, 0, 0, 0, 0, 0];
+        f.extend_from_slice(&77u64.to_le_bytes());
+        f.extend_from_slice(&seq.to_le_bytes());
+        f.extend_from_slice(b"ttl.topic\0\x01");
+        dealer.send(&f[..], 0).unwrap();
+        let reply = dealer.recv_multipart(0).unwrap();
+        match reply[0][1] {
+            0x80 => Ok(u64::from_le_bytes(reply[1][..8].try_into().unwrap())),
+            0x81 => Err(u16::from_le_bytes(reply[1][..2].try_into().unwrap())),
+            op => panic!("unexpected reply op {op:#x}"),
+        }
+    };
+    assert_eq!(publish(1, 1), Ok(0));
+    // Known: sequence 5 after 1 is a gap, refused (OUT_OF_ORDER, 9).
+    assert_eq!(publish(2, 5), Err(9));
+    // Once forgotten (the TTL, then the next sweep, about a second), the same publish is
+    // taken.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let offset = loop {
+        match publish(3, 5) {
+            Ok(offset) => break offset,
+            Err(9) => {}
+            Err(code) => panic!("error code {code}"),
+        }
+        assert!(Instant::now() < deadline, "producer 77 never forgotten");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(offset, 1);
+    // And it is remembered again from there: a retry is answered, not stored.
+    assert_eq!(publish(4, 5), Ok(1));
+    drop(broker);
+    let records = read_log(dir.path());
+    let producers: Vec<_> = records.iter().map(|r| r.producer).collect();
+    assert_eq!(producers, [Some((77, 1)), Some((77, 5))]);
+}
+
+#[test]
 fn kill_9_loses_no_confirmed_tuple() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

@@ -58,6 +58,10 @@ struct Args {
     /// Event log segment size in bytes.
     #[arg(long, default_value_t = agora_bus::log::DEFAULT_SEGMENT_BYTES)]
     segment_bytes: u64,
+    /// How long a producer's last sequence is kept after its last confirmed publish, to
+    /// drop its retries (the SDK retries for up to 30 s).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    producer_ttl: Duration,
     /// Do not serve the tuple space.
     #[arg(long)]
     no_space: bool,
@@ -113,6 +117,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         retention_bytes: args.retention_bytes,
         retention_age: args.retention_age,
         segment_bytes: args.segment_bytes,
+        producer_ttl: args.producer_ttl,
         space_spin: args.space_spin,
         ..BrokerConfig::default()
     };

@@ -56,6 +56,9 @@ const COMMIT_INTERVAL: Duration = Duration::from_millis(1);
 /// After the events socket was lossy, a topic's latest beacon is repeated at doubling
 /// intervals of stats ticks, up to this many (see [`Dispatcher::send_beacons`]).
 const BEACON_REPEAT_MAX_TICKS: u32 = 16;
+/// How often, at most, producers idle past `producer_ttl` are looked for (more often when
+/// the TTL is shorter than twice this).
+const PRODUCER_SWEEP: Duration = Duration::from_secs(10);
 /// Offset carried by events that are not in the log (the broker's own `$sys` events).
 pub const UNLOGGED_OFFSET: u64 = u64::MAX;
 
@@ -146,6 +149,9 @@ struct ProducerState {
     seq: u64,
     /// Offset and topic sequence of that event; unknown after a restart.
     stamped: Option<(u64, u64)>,
+    /// When it last published (or retried), ns since the epoch: it is forgotten
+    /// `producer_ttl` later (see `forget_idle_producers`).
+    last_seen_ns: u64,
 }
 
 /// What the replay service needs from the log the dispatcher opened.
@@ -189,6 +195,7 @@ pub(super) struct Dispatcher {
     uncommitted: bool,
     last_commit: Instant,
     last_retention: Instant,
+    last_producer_sweep: Instant,
 
     next_offset: u64,
     last_time_ns: u64,
@@ -295,6 +302,7 @@ impl Dispatcher {
                 retention_bytes: config.retention_bytes,
                 retention_age: config.retention_age,
                 fsync: config.fsync,
+                producer_ttl: config.producer_ttl,
                 ..LogOptions::default()
             },
         )?;
@@ -322,6 +330,7 @@ impl Dispatcher {
             topic_index.insert(Box::from(name.as_bytes()), topics.len());
             topics.push((Box::from(name.as_str()), state));
         }
+        let started_ns = now_ns();
         let producers = recovery
             .producers
             .iter()
@@ -331,6 +340,8 @@ impl Dispatcher {
                     ProducerState {
                         seq: *seq,
                         stamped: None,
+                        // Not known: the TTL runs from the restart.
+                        last_seen_ns: started_ns,
                     },
                 )
             })
@@ -394,6 +405,7 @@ impl Dispatcher {
             uncommitted: false,
             last_commit: now,
             last_retention: now,
+            last_producer_sweep: now,
             subscriptions: HashMap::new(),
             subscription_count: 0,
             subscription_generation: 0,
@@ -489,6 +501,12 @@ impl Dispatcher {
             if Instant::now() >= next_stats {
                 self.publish_stats();
                 next_stats = Instant::now() + interval;
+                if self.last_producer_sweep.elapsed()
+                    >= PRODUCER_SWEEP.min(self.config.producer_ttl / 2)
+                {
+                    self.last_producer_sweep = Instant::now();
+                    self.forget_idle_producers();
+                }
                 if self.last_retention.elapsed() >= Duration::from_secs(10) {
                     self.last_retention = Instant::now();
                     self.log.enforce_retention();
@@ -1006,10 +1024,12 @@ impl Dispatcher {
         }
 
         if let Some((id, pseq)) = producer {
-            if let Some(p) = self.producers.get(&id) {
+            if let Some(p) = self.producers.get_mut(&id) {
                 if pseq <= p.seq {
                     // A retry of something already stamped: answer it, forward nothing.
-                    return self.duplicate(reply, header, pseq, *p);
+                    p.last_seen_ns = p.last_seen_ns.max(self.received_at_ns);
+                    let p = *p;
+                    return self.duplicate(reply, header, pseq, p);
                 }
                 if pseq != p.seq + 1 {
                     // An earlier one never arrived (lost with a dropped connection): refuse,
@@ -1144,6 +1164,7 @@ impl Dispatcher {
                 ProducerState {
                     seq: pseq,
                     stamped: Some((offset, seq)),
+                    last_seen_ns: time_ns,
                 },
             );
         }
@@ -1233,6 +1254,25 @@ impl Dispatcher {
 
     /// Answer a producer's retry of an event it already published. A confirmed retry is
     /// answered once the original is durable.
+    /// Forget the producers that have not published for `producer_ttl`: a producer id is
+    /// random per client, so without this every client that ever published confirmed would
+    /// be remembered for good. (The log forgets them likewise, so a restart does not bring
+    /// them back.)
+    fn forget_idle_producers(&mut self) {
+        let ttl = u64::try_from(self.config.producer_ttl.as_nanos()).unwrap_or(u64::MAX);
+        let cutoff = now_ns().saturating_sub(ttl);
+        let before = self.producers.len();
+        self.producers.retain(|_, p| p.last_seen_ns >= cutoff);
+        let forgotten = before - self.producers.len();
+        if forgotten > 0 {
+            tracing::debug!(
+                forgotten,
+                left = self.producers.len(),
+                "idle producers forgotten"
+            );
+        }
+    }
+
     fn duplicate(&mut self, reply: &ReplyTo<'_>, header: Header, pseq: u64, last: ProducerState) {
         tracing::debug!(pseq, "duplicate publish dropped");
         if header.flags & (FLAG_ACK | FLAG_CONFIRM) == 0 {

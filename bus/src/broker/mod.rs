@@ -70,6 +70,10 @@ pub struct BrokerConfig {
     pub retention_bytes: Option<u64>,
     /// Remove segments whose newest event is older than this.
     pub retention_age: Option<Duration>,
+    /// How long the broker remembers a producer (the id and sequence a confirmed publish
+    /// carries, to drop retries) after its last publish. Default 10 minutes, twenty times
+    /// the SDK's confirm timeout; a retry later than this would be stored again.
+    pub producer_ttl: Duration,
     /// Serve the tuple space (on `space`, persisted under `<data_dir>/space`).
     pub serve_space: bool,
     /// When the space's write-ahead log is forced to disk.
@@ -102,6 +106,7 @@ impl Default for BrokerConfig {
             segment_bytes: crate::log::DEFAULT_SEGMENT_BYTES,
             retention_bytes: None,
             retention_age: None,
+            producer_ttl: crate::log::DEFAULT_PRODUCER_TTL,
             serve_space: true,
             space_fsync: agora_tuplespace::persist::FsyncPolicy::Every(Duration::from_millis(5)),
             reservation_lease: Duration::from_secs(5),

@@ -54,6 +54,9 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 pub const DEFAULT_INDEX_INTERVAL: u64 = 16 << 10;
 /// Default largest record body accepted: 16 MiB.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;
+/// Default [`LogOptions::producer_ttl`]: twenty times the SDK's confirm timeout, during
+/// which it retries a publish.
+pub const DEFAULT_PRODUCER_TTL: Duration = Duration::from_secs(600);
 /// Capacity of the writer's buffer.
 const WRITE_BUFFER: usize = 256 << 10;
 
@@ -155,6 +158,10 @@ pub struct LogOptions {
     pub max_record_bytes: usize,
     /// Scan and verify every segment on open instead of trusting sealed-segment summaries.
     pub verify_on_open: bool,
+    /// A producer's last sequence (for idempotent retries) is kept until its last record is
+    /// this much older than the newest one (checked when a segment is sealed and on
+    /// [`EventLog::enforce_retention`]); then it is forgotten.
+    pub producer_ttl: Duration,
 }
 
 impl Default for LogOptions {
@@ -167,6 +174,7 @@ impl Default for LogOptions {
             index_interval: DEFAULT_INDEX_INTERVAL,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             verify_on_open: false,
+            producer_ttl: DEFAULT_PRODUCER_TTL,
         }
     }
 }
@@ -313,6 +321,10 @@ fn file_len(path: &Path) -> Result<u64, LogError> {
 }
 
 /// Nanoseconds since the Unix epoch (0 before it, saturating far after it).
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 fn unix_ns(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -343,7 +355,7 @@ impl EventLog {
         fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
         let lock = Self::lock_dir(dir)?;
         let mut recovery = Recovery::default();
-        let (segments, state) = loop {
+        let (segments, mut state) = loop {
             match Self::recover_pass(dir, &opts, &mut recovery)? {
                 Pass::Done(s, st) => break (s, st),
                 Pass::Truncated => continue,
@@ -371,7 +383,16 @@ impl EventLog {
             recovery.last_seq_by_topic.insert(topic.clone(), *seq);
             recovery.last_offset_by_topic.insert(topic.clone(), *offset);
         }
-        recovery.producers = state.producers.iter().map(|(k, v)| (*k, *v)).collect();
+        // Producers read from a state file were seen before its segment began; dated as of
+        // the newest record they stay at least as long as they should.
+        let newest_ns = segments
+            .iter()
+            .rev()
+            .find(|s| s.end > s.base)
+            .map_or_else(|| unix_ns(SystemTime::now()), |s| s.last_time);
+        state.date_unknown_producers(newest_ns);
+        state.forget_producers_before(newest_ns.saturating_sub(duration_ns(opts.producer_ttl)));
+        recovery.producers = state.producers.iter().map(|(k, v)| (*k, v.0)).collect();
         let last_indexed_pos = active.index.last().map(|e| e.pos);
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
@@ -605,8 +626,7 @@ impl EventLog {
         self.last_time = rec.time_ns;
         self.active_len += size;
         self.next_offset += 1;
-        self.state
-            .note(rec.topic, rec.seq, rec.offset, rec.producer);
+        self.state.note(rec);
         self.dirty = true;
         Ok(())
     }
@@ -681,6 +701,10 @@ impl EventLog {
             }
         }
         let base = self.next_offset;
+        self.state.forget_producers_before(
+            self.last_time
+                .saturating_sub(duration_ns(self.opts.producer_ttl)),
+        );
         if let Err(e) = segment::write_state(&self.dir, base, &self.state) {
             tracing::warn!(error = %e, "event log: could not write segment state");
         }
@@ -709,6 +733,8 @@ impl EventLog {
     /// [`LogError::Truncated`].
     pub fn enforce_retention(&mut self, now: SystemTime) -> Result<RetentionReport, LogError> {
         let now_ns = unix_ns(now);
+        self.state
+            .forget_producers_before(now_ns.saturating_sub(duration_ns(self.opts.producer_ttl)));
         let removed: Vec<SegMeta> = {
             let mut v = self.shared.write();
             let mut total: u64 = v.segments.iter().map(|s| s.len).sum();
@@ -790,7 +816,7 @@ impl EventLog {
 
     /// Last sequence written by producer `id`, if any.
     pub fn producer_seq(&self, id: u64) -> Option<u64> {
-        self.state.producers.get(&id).copied()
+        self.state.producers.get(&id).map(|p| p.0)
     }
 
     /// Total bytes of all segments (flushed or buffered).

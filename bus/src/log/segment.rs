@@ -15,7 +15,7 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::record::{crc_ok, decode_body, parse_header, HEADER_LEN, MIN_BODY_LEN};
+use super::record::{crc_ok, decode_body, parse_header, Record, HEADER_LEN, MIN_BODY_LEN};
 
 /// One sparse index entry: the record at byte `pos` has `offset` and `time_ns`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,20 +79,39 @@ impl SegMeta {
 pub(crate) struct TopicState {
     /// Updated on every append: FxHash, because SipHash showed in the append profile.
     pub topics: rustc_hash::FxHashMap<String, (u64, u64)>,
-    pub producers: rustc_hash::FxHashMap<u64, u64>,
+    /// Producer id → (last sequence, time of its last record; 0 when not known yet, as for
+    /// entries read from a state file, which stores no times).
+    pub producers: rustc_hash::FxHashMap<u64, (u64, u64)>,
 }
 
 impl TopicState {
     /// Records one event.
-    pub fn note(&mut self, topic: &str, seq: u64, offset: u64, producer: Option<(u64, u64)>) {
-        match self.topics.get_mut(topic) {
-            Some(v) => *v = (seq, offset),
+    pub fn note(&mut self, rec: &Record<'_>) {
+        match self.topics.get_mut(rec.topic) {
+            Some(v) => *v = (rec.seq, rec.offset),
             None => {
-                self.topics.insert(topic.to_owned(), (seq, offset));
+                self.topics
+                    .insert(rec.topic.to_owned(), (rec.seq, rec.offset));
             }
         }
-        if let Some((id, pseq)) = producer {
-            self.producers.insert(id, pseq);
+        if let Some((id, pseq)) = rec.producer {
+            self.producers.insert(id, (pseq, rec.time_ns));
+        }
+    }
+
+    /// Forget the producers whose last record is older than `cutoff_ns`: their retries are
+    /// long over, and without this every producer that ever published would be kept (in
+    /// memory and in each segment's state file) for good.
+    pub fn forget_producers_before(&mut self, cutoff_ns: u64) {
+        self.producers.retain(|_, (_, seen)| *seen >= cutoff_ns);
+    }
+
+    /// Give the producers whose time is not known (read from a state file) the time `ns`.
+    pub fn date_unknown_producers(&mut self, ns: u64) {
+        for (_, seen) in self.producers.values_mut() {
+            if *seen == 0 {
+                *seen = ns;
+            }
         }
     }
 }
@@ -202,7 +221,7 @@ pub(crate) fn scan_segment(
         meta.last_time = rec.time_ns;
         meta.end += 1;
         if let Some(s) = state.as_deref_mut() {
-            s.note(rec.topic, rec.seq, rec.offset, rec.producer);
+            s.note(&rec);
         }
         pos += (HEADER_LEN + len) as u64;
     };
@@ -333,7 +352,7 @@ pub(crate) fn write_state(dir: &Path, base: u64, s: &TopicState) -> io::Result<(
         put(&mut v, *offset);
     }
     put(&mut v, s.producers.len() as u64);
-    for (id, seq) in &s.producers {
+    for (id, (seq, _)) in &s.producers {
         put(&mut v, *id);
         put(&mut v, *seq);
     }
@@ -360,7 +379,7 @@ pub(crate) fn read_state(dir: &Path, base: u64) -> Option<TopicState> {
     for _ in 0..n {
         let id = c.u64()?;
         let seq = c.u64()?;
-        s.producers.insert(id, seq);
+        s.producers.insert(id, (seq, 0));
     }
     if !c.0.is_empty() {
         return None;
@@ -408,15 +427,52 @@ mod tests {
         assert!(read_idx(dir.path(), 101).is_none());
 
         let mut s = TopicState::default();
-        s.note("a.b", 3, 120, Some((5, 6)));
-        s.note("c", 1, 121, None);
+        let rec = |topic, seq, offset, producer| Record {
+            offset,
+            seq,
+            time_ns: 1_000 + offset,
+            content_type: 0,
+            producer,
+            topic,
+            payload: b"",
+        };
+        s.note(&rec("a.b", 3, 120, Some((5, 6))));
+        s.note(&rec("c", 1, 121, None));
         write_state(dir.path(), 150, &s).unwrap();
-        assert_eq!(read_state(dir.path(), 150), Some(s));
+        // The file keeps no producer times: they come back unknown (0).
+        let mut back = read_state(dir.path(), 150).unwrap();
+        assert_eq!(back.producers[&5], (6, 0));
+        back.date_unknown_producers(1_120);
+        assert_eq!(back, s);
         // Flip a byte: rejected.
         let p = state_path(dir.path(), 150);
         let mut b = fs::read(&p).unwrap();
         b[12] ^= 1;
         fs::write(&p, b).unwrap();
         assert_eq!(read_state(dir.path(), 150), None);
+    }
+
+    #[test]
+    fn producers_are_forgotten_once_their_last_record_is_older_than_the_cutoff() {
+        let mut s = TopicState::default();
+        let rec = |time_ns, producer| Record {
+            offset: 0,
+            seq: 1,
+            time_ns,
+            content_type: 0,
+            producer,
+            topic: "t",
+            payload: b"",
+        };
+        s.note(&rec(100, Some((1, 1))));
+        s.note(&rec(200, Some((2, 1))));
+        s.note(&rec(300, Some((1, 2)))); // producer 1 again, later
+        s.producers.insert(3, (9, 0));
+        s.date_unknown_producers(250);
+        s.forget_producers_before(250);
+        let mut left: Vec<_> = s.producers.iter().map(|(id, v)| (*id, *v)).collect();
+        left.sort();
+        assert_eq!(left, [(1, (2, 300)), (3, (9, 250))]);
+        assert_eq!(s.topics["t"], (1, 0), "topics are kept");
     }
 }

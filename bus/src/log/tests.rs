@@ -160,6 +160,84 @@ fn reject_bad_appends() {
 }
 
 #[test]
+fn producers_idle_past_their_ttl_are_forgotten_by_rolls_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    // Record times run 1_000..=5_990 ns (producer 7 on even offsets), then one at 99_999
+    // from producer 42, then enough of producer 42 to seal its segment too.
+    let opts = LogOptions {
+        producer_ttl: Duration::from_nanos(50_000),
+        ..small()
+    };
+    let extra = |log: &mut EventLog, pseq: u64| {
+        let offset = log.next_offset();
+        log.append(&Record {
+            offset,
+            seq: pseq,
+            time_ns: 99_999 + pseq,
+            content_type: 0,
+            producer: Some((42, pseq)),
+            topic: "other",
+            payload: &[0u8; 100],
+        })
+        .unwrap();
+    };
+    {
+        let (mut log, _) = EventLog::open(dir.path(), opts.clone()).unwrap();
+        append_n(&mut log, 500);
+        assert_eq!(log.producer_seq(7), Some(498));
+        // 60 records of 140-odd bytes: at least two more segments are sealed, and the
+        // state written when they are no longer holds producer 7.
+        for pseq in 1..=60 {
+            extra(&mut log, pseq);
+        }
+        assert_eq!(
+            log.producer_seq(7),
+            None,
+            "forgotten when a segment was sealed"
+        );
+        assert_eq!(log.producer_seq(42), Some(60));
+    }
+    for verify_on_open in [false, true] {
+        let (log, rec) = EventLog::open(
+            dir.path(),
+            LogOptions {
+                verify_on_open,
+                ..opts.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(rec.producers.get(&7), None);
+        assert_eq!(rec.producers[&42], 60);
+        assert_eq!(log.producer_seq(42), Some(60));
+        // Topics are never forgotten.
+        assert_eq!(rec.last_seq_by_topic["a.b"], 167);
+    }
+    // A producer idle past the TTL within the active segment is forgotten by a reopen.
+    {
+        let (mut log, _) = EventLog::open(dir.path(), opts.clone()).unwrap();
+        let offset = log.next_offset();
+        log.append(&Record {
+            offset,
+            seq: 61,
+            time_ns: 99_999 + 60 + 50_001,
+            content_type: 0,
+            producer: Some((43, 1)),
+            topic: "other",
+            payload: b"",
+        })
+        .unwrap();
+    }
+    let (_, rec) = EventLog::open(dir.path(), opts.clone()).unwrap();
+    assert_eq!(rec.producers.get(&42), None);
+    assert_eq!(rec.producers[&43], 1);
+    // Reopened with the default TTL: producer 7 stays gone, as the state files no longer
+    // have it (only a full scan, `verify_on_open`, would read its records again).
+    let (_, rec) = EventLog::open(dir.path(), small()).unwrap();
+    assert_eq!(rec.producers[&43], 1);
+    assert_eq!(rec.producers.get(&7), None);
+}
+
+#[test]
 fn reopen_recovers_offsets_seqs_and_producers() {
     let dir = tempfile::tempdir().unwrap();
     {
