@@ -127,8 +127,9 @@ pub(crate) struct SyncShared {
     /// One past the last record known to be on disk.
     pub durable: AtomicU64,
     /// Serialises whole sync passes, so a later pass never publishes before an earlier one
-    /// has synced the files it took.
-    pass: Mutex<()>,
+    /// has synced the files it took. Holds the newest sealed segment synced so far, the one
+    /// sealed segment whose pages are left in the OS page cache (see `drop_cached`).
+    pass: Mutex<Option<Arc<File>>>,
 }
 
 /// Locks a mutex, ignoring poisoning: the protected data stays consistent because every
@@ -148,7 +149,7 @@ impl SyncShared {
             cond: Condvar::new(),
             flushed: AtomicU64::new(next_offset),
             durable: AtomicU64::new(next_offset),
-            pass: Mutex::new(()),
+            pass: Mutex::new(None),
         }
     }
 
@@ -163,7 +164,7 @@ impl SyncShared {
     }
 
     fn sync_now(&self) -> Result<u64, LogError> {
-        let _pass = lock(&self.pass);
+        let mut newest_sealed = lock(&self.pass);
         let (target, sealed, active, dir_dirty) = {
             let mut q = lock(&self.queue);
             (
@@ -198,8 +199,36 @@ impl SyncShared {
                 source,
             });
         }
+        // Synced, so clean: every sealed segment but the newest can leave the page cache.
+        for f in sealed {
+            if let Some(older) = newest_sealed.replace(f) {
+                drop_cached(&older);
+            }
+        }
         let prev = self.durable.fetch_max(target, Ordering::AcqRel);
         Ok(prev.max(target))
+    }
+}
+
+/// Ask the OS to drop a synced (clean) segment's pages from its page cache.
+///
+/// The log keeps about two segments of its own data cached, the active one and the newest
+/// sealed one, where live subscribers' gap healing and recent replays read; older segments
+/// are read back from disk when a replay asks for them. Otherwise a busy log fills all free
+/// memory with data it rarely reads again, at the expense of everything else cached, and each
+/// new page it takes costs more than a reused one: a lot more on a VM that hands unused guest
+/// memory back to its host (measured on the development VM, 1 KiB events: the log writer
+/// spent 3.1-3.5 us per event in the kernel's copy into new page-cache pages, 0.5-0.8 us with
+/// old segments dropped). Only under an fsync policy: the pages must be clean to be dropped.
+fn drop_cached(segment: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; posix_fadvise only advises, on the whole file (0, 0).
+    let rc = unsafe { libc::posix_fadvise(segment.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        tracing::debug!(
+            errno = rc,
+            "event log: could not drop a sealed segment from the cache"
+        );
     }
 }
 

@@ -651,6 +651,77 @@ fn missing_middle_segment_cuts_the_log_there() {
     all.iter().for_each(check);
 }
 
+/// Pages of `path` in the page cache (mmap + mincore).
+fn resident_pages(path: &std::path::Path) -> usize {
+    use std::os::fd::AsRawFd;
+    let file = fs::File::open(path).unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    if len == 0 {
+        return 0;
+    }
+    let page = 4096;
+    let pages = len.div_ceil(page);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: a read-only shared mapping of an open file, unmapped before returning; mincore
+    // fills one byte per page of it.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(addr, libc::MAP_FAILED);
+        assert_eq!(libc::mincore(addr, len, vec.as_mut_ptr()), 0);
+        libc::munmap(addr, len);
+    }
+    vec.iter().filter(|b| **b & 1 != 0).count()
+}
+
+#[test]
+fn synced_segments_but_the_newest_sealed_leave_the_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    // tmpfs keeps file pages in memory whatever we advise: nothing to see there.
+    // SAFETY: statfs fills the struct for a valid path.
+    let tmpfs = unsafe {
+        let mut st = std::mem::zeroed::<libc::statfs>();
+        let path = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        libc::statfs(path.as_ptr(), &mut st) == 0 && st.f_type == libc::TMPFS_MAGIC
+    };
+    if tmpfs {
+        eprintln!("temp dir is on tmpfs: page cache advice has no effect, not checked");
+        return;
+    }
+    let opts = LogOptions {
+        fsync: FsyncPolicy::Always,
+        ..small()
+    };
+    let (mut log, _) = EventLog::open(dir.path(), opts).unwrap();
+    append_n(&mut log, 400); // about five 4 KiB segments
+    log.sync().unwrap();
+    let mut segments: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 4, "{segments:?}");
+    let resident: Vec<usize> = segments.iter().map(|p| resident_pages(p)).collect();
+    let n = resident.len();
+    assert!(
+        resident[..n - 2].iter().all(|&r| r == 0),
+        "older sealed segments dropped: {resident:?}"
+    );
+    assert!(
+        resident[n - 2] > 0 && resident[n - 1] > 0,
+        "the newest sealed and the active segment stay cached: {resident:?}"
+    );
+    // Still readable, from disk.
+    assert_eq!(read_all(&mut log.reader(), 0).len(), 400);
+}
+
 #[test]
 fn reader_positioned_in_a_deleted_segment_reports_truncation() {
     let dir = tempfile::tempdir().unwrap();
