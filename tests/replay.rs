@@ -94,6 +94,37 @@ async fn replay_from_beginning_offset_time_and_last_then_live() {
 }
 
 #[tokio::test]
+async fn last_per_topic_is_known_at_once_and_after_a_restart() {
+    let mut broker = TestBroker::start();
+    let client = Client::connect(&broker.endpoint()).await.unwrap();
+    publish_n(&client, "lv.a", 0..3).await;
+    publish_n(&client, "lv.b", 3..5).await;
+    publish_n(&client, "lv.a", 5..6).await;
+    let lasts = |client: Client| async move {
+        let mut sub = client
+            .subscribe_raw_from("lv.*", ReplayFrom::Last)
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let ev = next(&mut sub).await.unwrap();
+            got.push((ev.topic().to_string(), num(&ev)));
+        }
+        got
+    };
+    let want = vec![("lv.b".to_string(), 4), ("lv.a".to_string(), 5)];
+    assert_eq!(lasts(client.clone()).await, want);
+    drop(client);
+    broker.restart(|_| {});
+    let client = Client::connect(&broker.endpoint()).await.unwrap();
+    assert_eq!(
+        lasts(client).await,
+        want,
+        "the cache is rebuilt from the log"
+    );
+}
+
+#[tokio::test]
 async fn replay_errors_are_clear() {
     let broker = TestBroker::start();
     let client = Client::connect(&broker.endpoint()).await.unwrap();

@@ -157,8 +157,7 @@ struct ProducerState {
 /// What the replay service needs from the log the dispatcher opened.
 pub(super) struct ReplaySeed {
     pub(super) reader: crate::log::LogReader,
-    pub(super) last_offset_by_topic: HashMap<String, u64>,
-    pub(super) next_offset: u64,
+    pub(super) last_offsets: crate::log::LastOffsets,
 }
 
 pub(super) struct Dispatcher {
@@ -360,8 +359,7 @@ impl Dispatcher {
 
         let replay_seed = ReplaySeed {
             reader: log.reader(),
-            last_offset_by_topic: recovery.last_offset_by_topic.clone(),
-            next_offset: recovery.next_offset,
+            last_offsets: log.last_offsets(),
         };
         let max_record_bytes = log.options().max_record_bytes;
         let log = LogWriter::spawn(log, move || {

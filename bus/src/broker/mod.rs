@@ -194,8 +194,7 @@ impl Broker {
             &replay_want,
             &config.data_dir,
             seed.reader,
-            seed.last_offset_by_topic,
-            seed.next_offset,
+            seed.last_offsets,
             replay_doorbell_rx,
         )?;
         parts.replay_endpoint = Some(replay_endpoint.clone());

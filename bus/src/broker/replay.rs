@@ -13,13 +13,13 @@
 //!   cursor; DURABLE_ACK moves the cursor. Cursors live in `<data>/cursors` (a CBOR map,
 //!   replaced atomically: write a temp file, fsync, rename, fsync the directory). Acks that
 //!   arrive together are written with one fsync and answered after it.
-//! * **Last value per topic**: an index topic → offset of its last event, seeded from the
-//!   log's recovery and kept current by reading the log's tail before a "last" replay is
-//!   answered (and while idle).
+//! * **Last value per topic**: the log's last-value cache (topic → offset of its newest
+//!   flushed event, [`LastOffsets`], kept by the log writer at each flush) gives the events a
+//!   "last" replay sends.
 //!
 //! The log is read with a [`LogReader`] per replay, below the writer's flushed position.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::BrokerError;
-use crate::log::{LogError, LogReader};
+use crate::log::{LastOffsets, LogError, LogReader};
 use crate::protocol::{
     self, ErrorCode, Header, Meta, Op, ProtocolError, ReplayFrom, ReplayRequest, ReplayStart,
     KIND_EVENT,
@@ -44,8 +44,6 @@ const BATCH_BYTES: usize = 256 << 10;
 const BATCH_SCAN: u64 = 32_768;
 /// Most credit a client may hold per replay (bounds the service's sends in flight).
 const MAX_CREDIT: u32 = 1024;
-/// Records the last-value index reads per idle turn.
-const LVC_IDLE_SCAN: usize = 16_384;
 /// Requests read per turn.
 const REQUEST_BATCH: usize = 256;
 /// How long a replay waits for the log to reach an `until` past its flushed end.
@@ -136,9 +134,8 @@ pub(super) struct ReplayService {
     router: zmq::Socket,
     doorbell: UnixStream,
     reader: LogReader,
-    /// Topic → offset of its last event, for offsets below `lvc_end`.
-    lvc: HashMap<String, u64>,
-    lvc_end: u64,
+    /// Topic → offset of its newest flushed event.
+    last_offsets: LastOffsets,
     cursors: Cursors,
     replays: VecDeque<Replay>,
     /// Acks applied to `cursors` but not yet on disk, to answer once they are.
@@ -156,8 +153,7 @@ impl ReplayService {
         endpoint: &str,
         data_dir: &Path,
         reader: LogReader,
-        last_offsets: HashMap<String, u64>,
-        next_offset: u64,
+        last_offsets: LastOffsets,
         doorbell: UnixStream,
     ) -> Result<(ReplayService, String), BrokerError> {
         let router = ctx.socket(zmq::ROUTER)?;
@@ -183,8 +179,7 @@ impl ReplayService {
                 router,
                 doorbell,
                 reader,
-                lvc: last_offsets,
-                lvc_end: next_offset,
+                last_offsets,
                 cursors,
                 replays: VecDeque::new(),
                 acks: Vec::new(),
@@ -198,7 +193,6 @@ impl ReplayService {
 
     /// Serve until the doorbell rings.
     pub(super) fn run(mut self) -> Result<(), BrokerError> {
-        let mut last_idle_tail = Instant::now();
         let mut progressed = false;
         loop {
             // Busy replays: poll without waiting; replays only waiting for the log (or for
@@ -236,11 +230,6 @@ impl ReplayService {
             progressed = false;
             if !self.replays.is_empty() {
                 progressed = self.serve_round();
-            } else if last_idle_tail.elapsed() >= Duration::from_millis(100) {
-                last_idle_tail = Instant::now();
-                if let Err(e) = self.tail_lvc(LVC_IDLE_SCAN) {
-                    tracing::debug!("last-value index tail: {e}");
-                }
             }
         }
         if self.cursors_dirty {
@@ -382,7 +371,7 @@ impl ReplayService {
         }
         let log_end = self.reader.end_offset();
         let first = self.reader.first_offset();
-        let end = req.until.unwrap_or(log_end);
+        let mut end = req.until.unwrap_or(log_end);
         let mut from = req.from;
         if let Some(name) = &req.durable {
             if !protocol::valid_durable_name(name) {
@@ -411,16 +400,16 @@ impl ReplayService {
         }
         let mut picks = None;
         let start = if from == ReplayFrom::Last {
-            if let Err(e) = self.tail_lvc(usize::MAX) {
-                let msg = format!("cannot read the log: {e}");
-                return self.error(&peer, ErrorCode::Internal, &msg);
+            let (offsets, covered) = self
+                .last_offsets
+                .matching(first, |t| filters.iter().any(|f| f.matches(t)));
+            // The cache is exact below `covered` (flushed, so readable): end there unless
+            // asked to end earlier (a topic's last event before an earlier `until` is not
+            // known; the topic is then left out, as its last event is past the end).
+            if req.until.is_none() {
+                end = covered;
             }
-            let mut offsets: Vec<u64> = self
-                .lvc
-                .iter()
-                .filter(|(t, &o)| o >= first && o < end && filters.iter().any(|f| f.matches(t)))
-                .map(|(_, &o)| o)
-                .collect();
+            let mut offsets: Vec<u64> = offsets.into_iter().filter(|&o| o < end).collect();
             offsets.sort_unstable();
             let start = offsets.first().copied().unwrap_or(end);
             picks = Some(offsets.into());
@@ -474,36 +463,6 @@ impl ReplayService {
                 .map_err(|e| (ErrorCode::Internal, format!("cannot read the log: {e}"))),
             ReplayFrom::Last => Ok(first),
         }
-    }
-
-    /// Bring the last-value index up to the log's end, reading at most `max` records.
-    fn tail_lvc(&mut self, max: usize) -> Result<(), LogError> {
-        let end = self.reader.end_offset();
-        let first = self.reader.first_offset();
-        if self.lvc_end < first {
-            self.lvc_end = first;
-        }
-        let mut left = max;
-        while self.lvc_end < end && left > 0 {
-            let lvc = &mut self.lvc;
-            let chunk = left.min(65_536);
-            let next = self
-                .reader
-                .read_with(self.lvc_end, chunk, usize::MAX, |r| {
-                    match lvc.get_mut(r.topic) {
-                        Some(o) => *o = r.offset,
-                        None => {
-                            lvc.insert(r.topic.to_owned(), r.offset);
-                        }
-                    }
-                })?;
-            if next == self.lvc_end {
-                break;
-            }
-            left = left.saturating_sub((next - self.lvc_end) as usize);
-            self.lvc_end = next;
-        }
-        Ok(())
     }
 
     /// One turn: every replay with credit sends at most one batch; finished ones send END.

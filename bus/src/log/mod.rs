@@ -38,7 +38,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use reader::LogReader;
@@ -238,6 +238,42 @@ impl Shared {
     }
 }
 
+/// The last-value cache: topic → offset of its newest flushed event, kept current by the
+/// writer at each flush (seeded from recovery) and read by replays of the last event per
+/// topic. A clone shares the cache.
+#[derive(Clone, Debug, Default)]
+pub struct LastOffsets(Arc<Mutex<LastOffsetsInner>>);
+
+#[derive(Debug, Default)]
+struct LastOffsetsInner {
+    by_topic: HashMap<String, u64>,
+    /// The cache covers every event below this offset, and none at or above it.
+    covered: u64,
+}
+
+impl LastOffsets {
+    /// The last offset of each topic that `wanted` accepts, if at least `first`, and the
+    /// offset the cache is complete up to (exclusive), read together.
+    pub fn matching(&self, first: u64, wanted: impl Fn(&str) -> bool) -> (Vec<u64>, u64) {
+        let inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let offsets = inner
+            .by_topic
+            .iter()
+            .filter(|(topic, &offset)| offset >= first && wanted(topic))
+            .map(|(_, &offset)| offset)
+            .collect();
+        (offsets, inner.covered)
+    }
+
+    fn publish(&self, pending: &mut rustc_hash::FxHashMap<String, u64>, covered: u64) {
+        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (topic, offset) in pending.drain() {
+            inner.by_topic.insert(topic, offset);
+        }
+        inner.covered = covered;
+    }
+}
+
 /// `Write` through a shared file handle, so the syncer can fdatasync the same file.
 struct SharedFile(Arc<File>);
 
@@ -267,6 +303,13 @@ pub struct EventLog {
     pending_index: Vec<IndexEntry>,
     last_indexed_pos: Option<u64>,
     state: TopicState,
+    /// The last-value cache, and what goes into it at the next flush: the topics appended
+    /// to since the last one, the latest of them (`lvc_topic`, while `lvc_offset` is set)
+    /// kept apart so a run of events on one topic costs a comparison each, not a hash.
+    last_offsets: LastOffsets,
+    lvc_pending: rustc_hash::FxHashMap<String, u64>,
+    lvc_topic: String,
+    lvc_offset: Option<u64>,
     dirty: bool,
     failed: bool,
     /// Holds the directory lock for the log's lifetime.
@@ -408,6 +451,11 @@ impl EventLog {
             file.clone(),
             next_offset,
         ));
+        let last_offsets = LastOffsets::default();
+        last_offsets.publish(
+            &mut state.topics.iter().map(|(t, v)| (t.clone(), v.1)).collect(),
+            next_offset,
+        );
         let log = EventLog {
             dir: dir.to_path_buf(),
             writer: BufWriter::with_capacity(WRITE_BUFFER, SharedFile(file.clone())),
@@ -423,6 +471,10 @@ impl EventLog {
             pending_index: Vec::new(),
             last_indexed_pos,
             state,
+            last_offsets,
+            lvc_pending: Default::default(),
+            lvc_topic: String::new(),
+            lvc_offset: None,
             dirty: false,
             failed: false,
             _lock: lock,
@@ -627,8 +679,33 @@ impl EventLog {
         self.active_len += size;
         self.next_offset += 1;
         self.state.note(rec);
+        if self.lvc_offset.is_some() && self.lvc_topic != rec.topic {
+            self.stash_lvc_topic();
+        }
+        if self.lvc_offset.is_none() {
+            self.lvc_topic.clear();
+            self.lvc_topic.push_str(rec.topic);
+        }
+        self.lvc_offset = Some(rec.offset);
         self.dirty = true;
         Ok(())
+    }
+
+    /// Move the latest topic's offset into the pending last-value updates.
+    fn stash_lvc_topic(&mut self) {
+        if let Some(offset) = self.lvc_offset.take() {
+            match self.lvc_pending.get_mut(self.lvc_topic.as_str()) {
+                Some(o) => *o = offset,
+                None => {
+                    self.lvc_pending.insert(self.lvc_topic.clone(), offset);
+                }
+            }
+        }
+    }
+
+    /// The last-value cache (topic → offset of its newest flushed event), shared.
+    pub fn last_offsets(&self) -> LastOffsets {
+        self.last_offsets.clone()
     }
 
     /// Pushes buffered records to the OS and makes them visible to readers. Returns the
@@ -659,6 +736,10 @@ impl EventLog {
                 seg.index.append(&mut self.pending_index);
             }
         }
+        // After the view: what the cache covers is always readable.
+        self.stash_lvc_topic();
+        self.last_offsets
+            .publish(&mut self.lvc_pending, self.next_offset);
         self.sync.flushed.store(self.next_offset, Ordering::Release);
         self.dirty = false;
         Ok(self.next_offset)

@@ -238,6 +238,50 @@ fn producers_idle_past_their_ttl_are_forgotten_by_rolls_and_reopens() {
 }
 
 #[test]
+fn the_last_value_cache_follows_flushes_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = |lvc: &LastOffsets| {
+        let (mut offsets, covered) = lvc.matching(0, |_| true);
+        offsets.sort_unstable();
+        (offsets, covered)
+    };
+    let wanted = |lvc: &LastOffsets, topic: &str| lvc.matching(0, |t| t == topic).0;
+    {
+        let (mut log, _) = EventLog::open(dir.path(), small()).unwrap();
+        let lvc = log.last_offsets();
+        assert_eq!(all(&lvc), (vec![], 0));
+        // Runs on one topic and switches between topics, the way appends come.
+        for (offset, topic) in ["a", "a", "b", "a", "c", "c", "b"].iter().enumerate() {
+            log.append(&Record {
+                offset: offset as u64,
+                seq: 1,
+                time_ns: 1,
+                content_type: 0,
+                producer: None,
+                topic,
+                payload: b"v",
+            })
+            .unwrap();
+            if offset == 2 {
+                assert_eq!(all(&lvc), (vec![], 0), "nothing before a flush");
+                log.flush().unwrap();
+                assert_eq!(all(&lvc), (vec![1, 2], 3));
+            }
+        }
+        log.flush().unwrap();
+        assert_eq!(all(&lvc), (vec![3, 5, 6], 7));
+        assert_eq!(wanted(&lvc, "b"), [6]);
+        assert_eq!(
+            lvc.matching(4, |_| true).0.len(),
+            2,
+            "offsets below `first` left out"
+        );
+    }
+    let (log, _) = EventLog::open(dir.path(), small()).unwrap();
+    assert_eq!(all(&log.last_offsets()), (vec![3, 5, 6], 7));
+}
+
+#[test]
 fn reopen_recovers_offsets_seqs_and_producers() {
     let dir = tempfile::tempdir().unwrap();
     {
