@@ -291,6 +291,18 @@ impl Space {
         }
     }
 
+    /// A round trip to the space server; returns how long it took. It is answered after
+    /// everything this client sent before it, so once it returns the server has also
+    /// handled the `CANCEL` of any take or read dropped before the call (a program about to
+    /// exit can make sure its withdrawn requests will not take a tuple).
+    pub async fn ping(&self) -> Result<Duration> {
+        let started = Instant::now();
+        let timeout = self.inner.request_timeout;
+        self.call(Op::Ping, Vec::new(), None, Some(timeout), "space ping")
+            .await?;
+        Ok(started.elapsed())
+    }
+
     /// Every live tuple (or every one matching `template`), oldest first. Tuples reserved
     /// by a taker that has not confirmed yet are not listed.
     pub async fn dump(&self, template: Option<&Template>) -> Result<Vec<Tuple>> {

@@ -286,6 +286,40 @@ fn a_taker_killed_mid_wait_loses_nothing() {
 }
 
 #[test]
+fn ctrl_c_on_a_blocked_in_withdraws_it_before_exiting() {
+    let b = TestBroker::start(|_| {});
+    let ep = b.endpoint();
+    let taker = space(ep, &["in", r#"("never", _)"#])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut taker = Proc(taker);
+    b.await_waiters(1);
+    // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+    let rc = unsafe { libc::kill(taker.0.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = taker.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "agora space in ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(status.code(), Some(0), "Ctrl-C is a clean exit");
+    // Gone from the server already (it would otherwise stay until it missed its
+    // heartbeats, 5 s, and could take the tuple below meanwhile).
+    assert_eq!(
+        b.waiters(),
+        0,
+        "the blocked in was cancelled before the process exited"
+    );
+    ok(ep, &["out", r#"("never", 1)"#]);
+    assert_eq!(ok(ep, &["inp", r#"("never", _)"#]), "(\"never\", 1)\n");
+}
+
+#[test]
 fn out_with_a_lease_expires() {
     let b = TestBroker::start(|_| {});
     let ep = b.endpoint();

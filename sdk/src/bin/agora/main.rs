@@ -86,6 +86,10 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        // A blocked `space in` / `space rd` withdraws its request on Ctrl-C before exiting.
+        if matches!(&cli.command, Command::Space(args) if space::handles_ctrl_c(args)) {
+            return run(cli).await;
+        }
         tokio::select! {
             r = run(cli) => r,
             _ = tokio::signal::ctrl_c() => Ok(Outcome::Done),

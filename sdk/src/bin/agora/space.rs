@@ -83,20 +83,30 @@ pub async fn run(broker: &str, args: SpaceArgs) -> anyhow::Result<Outcome> {
         SpaceCommand::In(w) => {
             let template = parse_template(&w.template)?;
             let space = open(broker).await?;
-            let got = match w.timeout {
-                Some(t) => space.take_timeout(&template, t).await?,
-                None => Some(space.take(&template).await?),
+            let take = async {
+                match w.timeout {
+                    Some(t) => space.take_timeout(&template, t).await,
+                    None => space.take(&template).await.map(Some),
+                }
             };
-            print_found(got, format)
+            match until_ctrl_c(&space, take).await? {
+                Some(got) => print_found(got, format),
+                None => Ok(Outcome::Done),
+            }
         }
         SpaceCommand::Rd(w) => {
             let template = parse_template(&w.template)?;
             let space = open(broker).await?;
-            let got = match w.timeout {
-                Some(t) => space.read_timeout(&template, t).await?,
-                None => Some(space.read(&template).await?),
+            let read = async {
+                match w.timeout {
+                    Some(t) => space.read_timeout(&template, t).await,
+                    None => space.read(&template).await.map(Some),
+                }
             };
-            print_found(got, format)
+            match until_ctrl_c(&space, read).await? {
+                Some(got) => print_found(got, format),
+                None => Ok(Outcome::Done),
+            }
         }
         SpaceCommand::Inp(t) => {
             let template = parse_template(&t.template)?;
@@ -130,6 +140,31 @@ pub async fn run(broker: &str, args: SpaceArgs) -> anyhow::Result<Outcome> {
             Ok(Outcome::Done)
         }
     }
+}
+
+/// Run a blocking take or read until it ends or Ctrl-C (`None`). On Ctrl-C the request is
+/// withdrawn before this returns: dropping it sends its `CANCEL`, and a ping answered after
+/// that means the server has handled it, so the waiter cannot take a tuple written later
+/// (without this the process exited first and the server kept the waiter until it missed
+/// its heartbeats, 5 s).
+async fn until_ctrl_c<T>(
+    space: &agora::Space,
+    request: impl std::future::Future<Output = agora::Result<T>>,
+) -> anyhow::Result<Option<T>> {
+    tokio::select! {
+        got = request => Ok(Some(got?)),
+        _ = tokio::signal::ctrl_c() => {
+            // `request` is dropped by now. Best effort, and briefly: a broker that is gone
+            // cannot answer.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), space.ping()).await;
+            Ok(None)
+        }
+    }
+}
+
+/// Whether the command handles Ctrl-C itself (`main` must not stop it first).
+pub fn handles_ctrl_c(args: &SpaceArgs) -> bool {
+    matches!(args.command, SpaceCommand::In(_) | SpaceCommand::Rd(_))
 }
 
 async fn open(broker: &str) -> anyhow::Result<agora::Space> {
