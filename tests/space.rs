@@ -256,6 +256,25 @@ async fn a_dropped_take_consumes_nothing() {
 }
 
 #[tokio::test]
+async fn a_ping_answered_means_an_earlier_cancel_was_handled() {
+    let b = TestBroker::start();
+    let taker = space_of(&b).await;
+    let store = b.broker().space().expect("space served").store().clone();
+    for _ in 0..20 {
+        let task = {
+            let taker = taker.clone();
+            tokio::spawn(async move { taker.take(&template!("p", ?int)).await })
+        };
+        waiters(&b, 1).await;
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        // No waiting on the server: the ping's answer comes after the CANCEL's effect.
+        taker.ping().await.unwrap();
+        assert_eq!(store.waiter_count(), 0);
+    }
+}
+
+#[tokio::test]
 async fn blocked_takers_are_served_first_come_first_served() {
     let b = TestBroker::start();
     let writer = space_of(&b).await;
