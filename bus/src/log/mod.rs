@@ -364,6 +364,12 @@ fn file_len(path: &Path) -> Result<u64, LogError> {
 }
 
 /// Nanoseconds since the Unix epoch (0 before it, saturating far after it).
+/// Index entries a full segment gets (room for them is reserved up front), within reason.
+fn expected_index_entries(opts: &LogOptions) -> usize {
+    let entries = opts.segment_bytes / opts.index_interval + 2;
+    usize::try_from(entries).unwrap_or(usize::MAX).min(1 << 16)
+}
+
 fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -398,7 +404,7 @@ impl EventLog {
         fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
         let lock = Self::lock_dir(dir)?;
         let mut recovery = Recovery::default();
-        let (segments, mut state) = loop {
+        let (mut segments, mut state) = loop {
             match Self::recover_pass(dir, &opts, &mut recovery)? {
                 Pass::Done(s, st) => break (s, st),
                 Pass::Truncated => continue,
@@ -437,6 +443,12 @@ impl EventLog {
         state.forget_producers_before(newest_ns.saturating_sub(duration_ns(opts.producer_ttl)));
         recovery.producers = state.producers.iter().map(|(k, v)| (*k, v.0)).collect();
         let last_indexed_pos = active.index.last().map(|e| e.pos);
+        if let Some(active) = segments.last_mut() {
+            let full = expected_index_entries(&opts);
+            active
+                .index
+                .reserve(full.saturating_sub(active.index.len()));
+        }
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             view: RwLock::new(View {
@@ -797,10 +809,15 @@ impl EventLog {
             .map_err(io_err("create", &path))?;
         let file = Arc::new(file);
         let old = std::mem::replace(&mut self.file, file.clone());
-        self.writer = BufWriter::with_capacity(WRITE_BUFFER, SharedFile(file.clone()));
+        // The buffer is empty (flushed above) and is kept: only the file under it changes.
+        // New buffers and growing indexes each took fresh memory, which the allocator
+        // backs with huge pages zeroed on first touch (a tenth of the writer's time).
+        self.writer.get_mut().0 = file.clone();
         self.sync
             .rolled(old, file, self.opts.fsync != FsyncPolicy::Never);
-        self.shared.write().segments.push(SegMeta::empty(base));
+        let mut active = SegMeta::empty(base);
+        active.index.reserve(expected_index_entries(&self.opts));
+        self.shared.write().segments.push(active);
         self.active_base = base;
         self.active_len = 0;
         self.first_time = 0;

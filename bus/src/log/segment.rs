@@ -298,6 +298,7 @@ impl<'a> Cur<'a> {
 /// Writes the summary of a sealed segment.
 pub(crate) fn write_idx(dir: &Path, m: &SegMeta) -> io::Result<()> {
     let mut v = header(IDX_MAGIC);
+    v.reserve(8 * (6 + 3 * m.index.len()));
     for x in [m.base, m.end, m.len, m.first_time, m.last_time] {
         put(&mut v, x);
     }
