@@ -69,6 +69,19 @@ fn run(broker: &str, args: &[&str]) -> Output {
     Proc(child).wait_output()
 }
 
+/// `agora space in <template>` in the background, returned once the broker holds its
+/// waiter (the space must have no other).
+fn blocked_in(b: &TestBroker, template: &str) -> Proc {
+    let child = space(b.endpoint(), &["in", template])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agora");
+    let taker = Proc(child);
+    b.await_waiters(1);
+    taker
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -262,13 +275,7 @@ fn a_taker_killed_mid_wait_loses_nothing() {
     // A short reservation lease: a tuple handed to the dead taker comes back within 1 s.
     let b = TestBroker::start(|c| c.reservation_lease = Duration::from_secs(1));
     let ep = b.endpoint();
-    let victim = space(ep, &["in", r#"("job", ?int)"#])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut victim = Proc(victim);
-    b.await_waiters(1);
+    let mut victim = blocked_in(&b, r#"("job", ?int)"#);
     // SIGKILL: no chance to cancel anything.
     victim.0.kill().expect("kill");
     victim.0.wait().expect("reap");
@@ -289,25 +296,13 @@ fn a_taker_killed_mid_wait_loses_nothing() {
 fn ctrl_c_on_a_blocked_in_withdraws_it_before_exiting() {
     let b = TestBroker::start(|_| {});
     let ep = b.endpoint();
-    let taker = space(ep, &["in", r#"("never", _)"#])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut taker = Proc(taker);
-    b.await_waiters(1);
+    let taker = blocked_in(&b, r#"("never", _)"#);
     // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
     let rc = unsafe { libc::kill(taker.0.id() as libc::pid_t, libc::SIGINT) };
     assert_eq!(rc, 0);
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = taker.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "agora space in ignored Ctrl-C");
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    assert_eq!(status.code(), Some(0), "Ctrl-C is a clean exit");
+    let out = taker.wait_output();
+    assert_eq!(out.status.code(), Some(0), "Ctrl-C is a clean exit");
+    assert_eq!(stdout(&out), "", "nothing taken");
     // Gone from the server already (it would otherwise stay until it missed its
     // heartbeats, 5 s, and could take the tuple below meanwhile).
     assert_eq!(

@@ -80,34 +80,8 @@ pub async fn run(broker: &str, args: SpaceArgs) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Done)
         }
-        SpaceCommand::In(w) => {
-            let template = parse_template(&w.template)?;
-            let space = open(broker).await?;
-            let take = async {
-                match w.timeout {
-                    Some(t) => space.take_timeout(&template, t).await,
-                    None => space.take(&template).await.map(Some),
-                }
-            };
-            match until_ctrl_c(&space, take).await? {
-                Some(got) => print_found(got, format),
-                None => Ok(Outcome::Done),
-            }
-        }
-        SpaceCommand::Rd(w) => {
-            let template = parse_template(&w.template)?;
-            let space = open(broker).await?;
-            let read = async {
-                match w.timeout {
-                    Some(t) => space.read_timeout(&template, t).await,
-                    None => space.read(&template).await.map(Some),
-                }
-            };
-            match until_ctrl_c(&space, read).await? {
-                Some(got) => print_found(got, format),
-                None => Ok(Outcome::Done),
-            }
-        }
+        SpaceCommand::In(w) => wait_for(broker, w, true, format).await,
+        SpaceCommand::Rd(w) => wait_for(broker, w, false, format).await,
         SpaceCommand::Inp(t) => {
             let template = parse_template(&t.template)?;
             let space = open(broker).await?;
@@ -139,6 +113,29 @@ pub async fn run(broker: &str, args: SpaceArgs) -> anyhow::Result<Outcome> {
             out.flush()?;
             Ok(Outcome::Done)
         }
+    }
+}
+
+/// `in` (`take`) or `rd`: wait for a match, up to `--timeout`, or until Ctrl-C.
+async fn wait_for(
+    broker: &str,
+    w: WaitArgs,
+    take: bool,
+    format: Format,
+) -> anyhow::Result<Outcome> {
+    let template = parse_template(&w.template)?;
+    let space = open(broker).await?;
+    let request = async {
+        match (take, w.timeout) {
+            (true, Some(t)) => space.take_timeout(&template, t).await,
+            (true, None) => space.take(&template).await.map(Some),
+            (false, Some(t)) => space.read_timeout(&template, t).await,
+            (false, None) => space.read(&template).await.map(Some),
+        }
+    };
+    match until_ctrl_c(&space, request).await? {
+        Some(got) => print_found(got, format),
+        None => Ok(Outcome::Done),
     }
 }
 
