@@ -610,12 +610,16 @@ impl Dispatcher {
         }
     }
 
+    /// One ACKS message (batched confirms carry their request ids in the body; REQ clients,
+    /// the delimited ones, never get batches).
     fn send_acks(&mut self, identity: &[u8], body: &[u8]) {
-        self.egress.flush();
+        let to = ReplyTo {
+            identity,
+            delimited: false,
+            request_id: 0,
+        };
         let header = Header::new(Op::Acks, 0).encode();
-        if let Err(e) = send_routed(&self.router, identity, false, &header, &[body]) {
-            tracing::debug!("acks not delivered (client gone or not reading): {e}");
-        }
+        self.send_reply(&to, &header, &[body]);
     }
 
     /// Publish the tuple space's events that arrived since the last look.
@@ -1250,8 +1254,6 @@ impl Dispatcher {
         left
     }
 
-    /// Answer a producer's retry of an event it already published. A confirmed retry is
-    /// answered once the original is durable.
     /// Forget the producers that have not published for `producer_ttl`: a producer id is
     /// random per client, so without this every client that ever published confirmed would
     /// be remembered for good. (The log forgets them likewise, so a restart does not bring
@@ -1271,6 +1273,8 @@ impl Dispatcher {
         }
     }
 
+    /// Answer a producer's retry of an event it already published. A confirmed retry is
+    /// answered once the original is durable.
     fn duplicate(&mut self, reply: &ReplyTo<'_>, header: Header, pseq: u64, last: ProducerState) {
         tracing::debug!(pseq, "duplicate publish dropped");
         if header.flags & (FLAG_ACK | FLAG_CONFIRM) == 0 {
