@@ -1259,8 +1259,7 @@ impl Dispatcher {
     /// be remembered for good. (The log forgets them likewise, so a restart does not bring
     /// them back.)
     fn forget_idle_producers(&mut self) {
-        let ttl = u64::try_from(self.config.producer_ttl.as_nanos()).unwrap_or(u64::MAX);
-        let cutoff = now_ns().saturating_sub(ttl);
+        let cutoff = crate::log::producer_cutoff_ns(now_ns(), self.config.producer_ttl);
         let before = self.producers.len();
         self.producers.retain(|_, p| p.last_seen_ns >= cutoff);
         let forgotten = before - self.producers.len();

@@ -370,8 +370,9 @@ fn expected_index_entries(opts: &LogOptions) -> usize {
     usize::try_from(entries).unwrap_or(usize::MAX).min(1 << 16)
 }
 
-fn duration_ns(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+/// Producers last seen before this (ns since the epoch) are forgotten at `now_ns`.
+pub(crate) fn producer_cutoff_ns(now_ns: u64, ttl: Duration) -> u64 {
+    now_ns.saturating_sub(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn unix_ns(t: SystemTime) -> u64 {
@@ -440,7 +441,7 @@ impl EventLog {
             .find(|s| s.end > s.base)
             .map_or_else(|| unix_ns(SystemTime::now()), |s| s.last_time);
         state.date_unknown_producers(newest_ns);
-        state.forget_producers_before(newest_ns.saturating_sub(duration_ns(opts.producer_ttl)));
+        state.forget_producers_before(producer_cutoff_ns(newest_ns, opts.producer_ttl));
         recovery.producers = state.producers.iter().map(|(k, v)| (*k, v.0)).collect();
         let last_indexed_pos = active.index.last().map(|e| e.pos);
         if let Some(active) = segments.last_mut() {
@@ -794,10 +795,8 @@ impl EventLog {
             }
         }
         let base = self.next_offset;
-        self.state.forget_producers_before(
-            self.last_time
-                .saturating_sub(duration_ns(self.opts.producer_ttl)),
-        );
+        self.state
+            .forget_producers_before(producer_cutoff_ns(self.last_time, self.opts.producer_ttl));
         if let Err(e) = segment::write_state(&self.dir, base, &self.state) {
             tracing::warn!(error = %e, "event log: could not write segment state");
         }
@@ -832,7 +831,7 @@ impl EventLog {
     pub fn enforce_retention(&mut self, now: SystemTime) -> Result<RetentionReport, LogError> {
         let now_ns = unix_ns(now);
         self.state
-            .forget_producers_before(now_ns.saturating_sub(duration_ns(self.opts.producer_ttl)));
+            .forget_producers_before(producer_cutoff_ns(now_ns, self.opts.producer_ttl));
         let removed: Vec<SegMeta> = {
             let mut v = self.shared.write();
             let mut total: u64 = v.segments.iter().map(|s| s.len).sum();
