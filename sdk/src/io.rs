@@ -232,6 +232,17 @@ struct Waiting {
     timeout: Duration,
 }
 
+impl Waiting {
+    /// Waiting from now, for at most `timeout`.
+    fn new(tx: ReplyTx, timeout: Duration) -> Waiting {
+        Waiting {
+            tx,
+            deadline: Instant::now() + timeout,
+            timeout,
+        }
+    }
+}
+
 struct IoThread {
     dealer: zmq::Socket,
     sub: zmq::Socket,
@@ -365,12 +376,7 @@ impl IoThread {
                     };
                     if let Some(tx) = reply {
                         let timeout = timeout.unwrap_or(self.request_timeout);
-                        let waiting = Waiting {
-                            tx,
-                            deadline: Instant::now() + timeout,
-                            timeout,
-                        };
-                        self.waiting.insert(request_id, waiting);
+                        self.waiting.insert(request_id, Waiting::new(tx, timeout));
                     }
                     let mut frames = frames;
                     match frames.first_mut() {
@@ -403,11 +409,7 @@ impl IoThread {
                     let request_id = self.next_request_id;
                     self.next_request_id += 1;
                     let header = Header::new(Op::QueueJoin, request_id);
-                    let waiting = Waiting {
-                        tx: done,
-                        deadline: Instant::now() + self.request_timeout,
-                        timeout: self.request_timeout,
-                    };
+                    let waiting = Waiting::new(done, self.request_timeout);
                     self.waiting.insert(request_id, waiting);
                     self.members.insert(
                         request_id,
