@@ -403,3 +403,35 @@ async fn clients_reconnect_after_a_broker_restart() {
     // The new broker still serves requests from the old client.
     publisher.flush().await.unwrap();
 }
+
+/// A process that an app (or the broker's host) starts inherits none of the sockets, event
+/// fds or epoll sets of the broker or of a client: libzmq opens them close-on-exec. (The zmq
+/// crate's build of libzmq left that out on Linux until `.cargo/config.toml` gave it the
+/// platform definitions libzmq's own build makes: a child then held the broker's listening
+/// socket and every connection open.)
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_child_process_inherits_no_socket_of_the_broker_or_a_client() {
+    let broker = TestBroker::start();
+    let client = Client::connect(&broker.endpoint()).await.unwrap();
+    let _sub = client.subscribe::<u32>("cloexec.>").await.unwrap();
+    client.publish_acked("cloexec.x", &1).await.unwrap();
+
+    // `ls` lists its own descriptors: stdin, stdout (a pipe), stderr, the directory it reads,
+    // and whatever it inherited.
+    let out = std::process::Command::new("ls")
+        .args(["-l", "/proc/self/fd"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let inherited: Vec<&str> = listing
+        .lines()
+        .filter(|l| {
+            ["socket:", "eventfd", "eventpoll"]
+                .iter()
+                .any(|k| l.contains(k))
+        })
+        .collect();
+    assert!(inherited.is_empty(), "inherited: {inherited:#?}");
+}
