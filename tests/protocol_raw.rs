@@ -20,6 +20,9 @@ const OP_HELLO: u8 = 0x02;
 const OP_PING: u8 = 0x03;
 const OP_STATS: u8 = 0x04;
 const OP_SYNC: u8 = 0x05;
+const OP_REPLAY: u8 = 0x10;
+const OP_REPLAY_BATCH: u8 = 0x11;
+const OP_REPLAY_END: u8 = 0x12;
 const OP_OK: u8 = 0x80;
 const OP_ERROR: u8 = 0x81;
 
@@ -179,7 +182,11 @@ impl Event {
 fn recv_event(sub: &zmq::Socket) -> Event {
     let frames = recv(sub);
     assert_eq!(frames.len(), 1, "an event is one frame");
-    let frame = &frames[0];
+    parse_event(&frames[0])
+}
+
+/// An event frame, as on the events socket and in replay batches.
+fn parse_event(frame: &[u8]) -> Event {
     let nul = frame[..frame.len().min(256)]
         .iter()
         .position(|&b| b == 0)
@@ -955,4 +962,140 @@ fn queue_group_join_deliver_and_leave() {
         assert_eq!(msg[0], header(OP_DELIVER, 0, 0, 101));
         assert_eq!(msg[1][39], i);
     }
+}
+
+/// A REPLAY on the replay endpoint, followed to its END: `(start, end)` from the OK, the
+/// `(topic, offset)` of each event sent, and END's `(end, events sent)`.
+type ReplayRun = ((u64, u64), Vec<(String, u64)>, (u64, u64));
+
+fn replay(sock: &zmq::Socket, id: u64, fields: Vec<(&str, Value)>) -> ReplayRun {
+    let map = Value::Map(
+        fields
+            .into_iter()
+            .map(|(k, v)| (Value::Text(k.into()), v))
+            .collect(),
+    );
+    let mut body = Vec::new();
+    ciborium::into_writer(&map, &mut body).expect("CBOR");
+    let reply = request(sock, &[&header(OP_REPLAY, 0, 0, id), &body]);
+    assert_eq!(reply[0], header(OP_OK, 0, 0, id), "replay OK: {reply:?}");
+    let start = cbor_map(&reply[1]);
+    let range = (int(&start["start"]), int(&start["end"]));
+    let mut events = Vec::new();
+    loop {
+        let frames = recv(sock);
+        if frames[0] == header(OP_REPLAY_END, 0, 0, id) {
+            let end = (le64(&frames[1][..8]), le64(&frames[1][8..]));
+            return (range, events, end);
+        }
+        assert_eq!(frames[0], header(OP_REPLAY_BATCH, 0, 0, id), "{frames:?}");
+        // Frame 2: `[length u32 LE][event frame]`, back to back.
+        let mut rest = &frames[2][..];
+        while !rest.is_empty() {
+            let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+            let ev = parse_event(&rest[4..4 + len]);
+            events.push((String::from_utf8(ev.topic.clone()).unwrap(), ev.offset()));
+            rest = &rest[4 + len..];
+        }
+    }
+}
+
+#[test]
+fn replay_from_the_beginning_and_from_last_with_and_without_until() {
+    let broker = TestBroker::start_with(|c| c.stats_interval = Duration::from_secs(3600));
+    let ctx = zmq::Context::new();
+    let publ = dealer(&ctx, &broker.endpoint());
+    let topics = ["rp.a", "rp.b", "rp.a", "rp.b", "rp.c", "other.x"];
+    for (i, topic) in topics.iter().enumerate() {
+        let id = i as u64 + 1;
+        // The last one is confirmed: once it is durable, all six are in the log and in its
+        // last-value cache.
+        let flags = if id == 6 {
+            FLAG_ACK | FLAG_CONFIRM
+        } else {
+            FLAG_ACK
+        };
+        let reply = request(
+            &publ,
+            &[&publish_frame(flags, CT_RAW, id, topic.as_bytes(), b"x")],
+        );
+        assert_eq!(ack(&reply, id).0, i as u64);
+    }
+    let replay_ep = hello(&publ, 50)["replay"]
+        .as_text()
+        .expect("replay endpoint")
+        .to_string();
+    let r = dealer(&ctx, &replay_ep);
+    let filters = || ("filters", Value::Array(vec![Value::Text("rp.>".into())]));
+    let last = || ("from", Value::Text("last".into()));
+    let until = |o: u64| ("until", Value::Integer(o.into()));
+    let ev = |t: &str, o: u64| (t.to_string(), o);
+
+    let (range, events, end) = replay(
+        &r,
+        1,
+        vec![
+            filters(),
+            ("from", Value::Text("beginning".into())),
+            until(4),
+        ],
+    );
+    assert_eq!(range, (0, 4));
+    assert_eq!(
+        events,
+        [ev("rp.a", 0), ev("rp.b", 1), ev("rp.a", 2), ev("rp.b", 3)]
+    );
+    assert_eq!(end, (4, 4));
+
+    // The last event of each matching topic, in offset order.
+    let (_, events, end) = replay(&r, 2, vec![filters(), last()]);
+    assert_eq!(events, [ev("rp.a", 2), ev("rp.b", 3), ev("rp.c", 4)]);
+    assert_eq!(end, (6, 3));
+
+    // ... before `until`: rp.b's last is then 1, though its newest is 3; rp.c has none.
+    let (_, events, end) = replay(&r, 3, vec![filters(), last(), until(3)]);
+    assert_eq!(events, [ev("rp.b", 1), ev("rp.a", 2)]);
+    assert_eq!(end, (3, 2));
+    let (_, events, _) = replay(&r, 4, vec![filters(), last(), until(1)]);
+    assert_eq!(events, [ev("rp.a", 0)]);
+    let (_, events, end) = replay(&r, 5, vec![filters(), last(), until(0)]);
+    assert_eq!((events, end), (vec![], (0, 0)));
+}
+
+#[test]
+fn replay_from_last_before_until_reads_a_long_log_in_turns() {
+    let broker = TestBroker::start_with(|c| c.stats_interval = Duration::from_secs(3600));
+    let ctx = zmq::Context::new();
+    let publ = dealer(&ctx, &broker.endpoint());
+    // More records than one turn reads (32768) between rp.a's two events.
+    let n = 40_000u64;
+    send(&publ, &[&publish_frame(0, CT_RAW, 1, b"rp.a", b"x")]);
+    for _ in 0..n {
+        send(&publ, &[&publish_frame(0, CT_RAW, 2, b"rp.b", b"x")]);
+    }
+    let last = n + 1;
+    let reply = request(
+        &publ,
+        &[&publish_frame(
+            FLAG_ACK | FLAG_CONFIRM,
+            CT_RAW,
+            3,
+            b"rp.a",
+            b"x",
+        )],
+    );
+    assert_eq!(ack(&reply, 3).0, last);
+    let replay_ep = hello(&publ, 50)["replay"].as_text().unwrap().to_string();
+    let r = dealer(&ctx, &replay_ep);
+    let (_, events, end) = replay(
+        &r,
+        1,
+        vec![
+            ("filters", Value::Array(vec![Value::Text("rp.*".into())])),
+            ("from", Value::Text("last".into())),
+            ("until", Value::Integer(last.into())),
+        ],
+    );
+    assert_eq!(events, [("rp.a".to_string(), 0), ("rp.b".to_string(), n)]);
+    assert_eq!(end, (last, 2));
 }

@@ -15,11 +15,13 @@
 //!   arrive together are written with one fsync and answered after it.
 //! * **Last value per topic**: the log's last-value cache (topic → offset of its newest
 //!   flushed event, [`LastOffsets`], kept by the log writer at each flush) gives the events a
-//!   "last" replay sends.
+//!   "last" replay sends. One that ends before a matching topic's newest event (an earlier
+//!   `until`) first reads the log up to its end, in turns like any replay, for the last event
+//!   of each topic there.
 //!
 //! The log is read with a [`LogReader`] per replay, below the writer's flushed position.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -63,6 +65,10 @@ struct Replay {
     end: u64,
     /// For a "last" replay: the offsets still to send, ascending.
     picks: Option<VecDeque<u64>>,
+    /// For a "last" replay that ends before a matching topic's newest event (an earlier
+    /// `until`): the newest offset of each matching topic read so far while the replay reads
+    /// `next..end`. Once it gets to `end` these become the picks.
+    lasts_before_end: Option<HashMap<String, u64>>,
     credit: u32,
     sent: u64,
     /// A batch the socket refused (the client's queue is full), to resend first.
@@ -75,6 +81,9 @@ struct Replay {
 
 impl Replay {
     fn done(&self) -> bool {
+        if self.lasts_before_end.is_some() {
+            return false;
+        }
         match &self.picks {
             Some(p) => p.is_empty(),
             None => self.next >= self.end,
@@ -144,6 +153,9 @@ pub(super) struct ReplayService {
     batch: Vec<u8>,
     /// Batches and ENDs sent so far (progress between turns).
     sends: u64,
+    /// This round a replay read the log without sending (a "last" replay finding the newest
+    /// events before its end): progress too.
+    read_without_sending: bool,
 }
 
 impl ReplayService {
@@ -186,6 +198,7 @@ impl ReplayService {
                 cursors_dirty: false,
                 batch: Vec::with_capacity(BATCH_BYTES + 64 * 1024),
                 sends: 0,
+                read_without_sending: false,
             },
             real,
         ))
@@ -399,21 +412,28 @@ impl ReplayService {
             }
         }
         let mut picks = None;
+        let mut lasts_before_end = None;
         let start = if from == ReplayFrom::Last {
-            let (offsets, covered) = self
+            let (mut offsets, covered) = self
                 .last_offsets
                 .matching(first, |t| filters.iter().any(|f| f.matches(t)));
             // The cache is exact below `covered` (flushed, so readable): end there unless
-            // asked to end earlier (a topic's last event before an earlier `until` is not
-            // known; the topic is then left out, as its last event is past the end).
+            // asked to end earlier.
             if req.until.is_none() {
                 end = covered;
             }
-            let mut offsets: Vec<u64> = offsets.into_iter().filter(|&o| o < end).collect();
-            offsets.sort_unstable();
-            let start = offsets.first().copied().unwrap_or(end);
-            picks = Some(offsets.into());
-            start
+            if offsets.iter().any(|&o| o >= end) {
+                // A topic's newest event is at or past an earlier `until`: the cache does
+                // not know its last one before that. Read the log up to `end` to find the
+                // last of every matching topic (`serve_one`), then send those.
+                lasts_before_end = Some(HashMap::new());
+                first.min(end)
+            } else {
+                offsets.sort_unstable();
+                let start = offsets.first().copied().unwrap_or(end);
+                picks = Some(offsets.into());
+                start
+            }
         } else {
             match self.resolve_start(from, first, log_end) {
                 Ok(s) => s.min(end),
@@ -430,6 +450,7 @@ impl ReplayService {
             next: start,
             end,
             picks,
+            lasts_before_end,
             credit: req.credit.clamp(1, MAX_CREDIT),
             sent: 0,
             blocked: None,
@@ -469,6 +490,7 @@ impl ReplayService {
     /// Returns whether anything was sent.
     fn serve_round(&mut self) -> bool {
         let sent_before = self.sends;
+        self.read_without_sending = false;
         let n = self.replays.len();
         for _ in 0..n {
             let Some(mut r) = self.replays.pop_front() else {
@@ -490,7 +512,7 @@ impl ReplayService {
                 }
             }
         }
-        self.sends != sent_before
+        self.sends != sent_before || self.read_without_sending
     }
 
     /// Send `r`'s next batch if it has credit. `Ok(false)`: the replay is over.
@@ -504,6 +526,9 @@ impl ReplayService {
                 }
                 SendOutcome::Gone => return Ok(false),
             }
+        }
+        if r.lasts_before_end.is_some() && !self.find_lasts_before_end(r)? {
+            return Ok(true);
         }
         if r.done() {
             let end = protocol::encode_replay_end(r.end, r.sent);
@@ -578,6 +603,51 @@ impl ReplayService {
             }
             SendOutcome::Gone => Ok(false),
         }
+    }
+
+    /// One turn of a "last" replay's read of `next..end` for the newest event of each
+    /// matching topic (at most [`BATCH_SCAN`] records). Returns whether the read is over; the
+    /// replay then sends what it found, in offset order.
+    fn find_lasts_before_end(&mut self, r: &mut Replay) -> Result<bool, LogError> {
+        let Some(lasts) = r.lasts_before_end.as_mut() else {
+            return Ok(true);
+        };
+        let scan_end = r.end.min(r.next.saturating_add(BATCH_SCAN));
+        if r.next < scan_end {
+            let filters = &r.filters;
+            let want = (scan_end - r.next) as usize;
+            let next = r.reader.read_with(r.next, want, usize::MAX, |rec| {
+                if filters.iter().any(|f| f.matches(rec.topic)) {
+                    match lasts.get_mut(rec.topic) {
+                        Some(offset) => *offset = rec.offset,
+                        None => {
+                            lasts.insert(rec.topic.to_owned(), rec.offset);
+                        }
+                    }
+                }
+            })?;
+            // Nothing read: not flushed that far (cannot happen: `end` lies below a cached
+            // offset, and the cache holds flushed ones only); end where the log does, as any
+            // replay would after its wait.
+            if next > r.next {
+                // Work done this round, though nothing is sent.
+                self.read_without_sending = true;
+            } else if Instant::now() < r.wait_until {
+                return Ok(false);
+            } else {
+                r.end = r.next;
+            }
+            r.next = next;
+            if r.next < r.end {
+                return Ok(false);
+            }
+        }
+        let mut offsets: Vec<u64> = lasts.values().copied().collect();
+        offsets.sort_unstable();
+        r.next = offsets.first().copied().unwrap_or(r.end);
+        r.picks = Some(offsets.into());
+        r.lasts_before_end = None;
+        Ok(true)
     }
 
     fn send_batch(&mut self, r: &mut Replay, progress: u64, body: Vec<u8>) -> SendOutcome {
