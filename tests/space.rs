@@ -275,6 +275,22 @@ async fn a_ping_answered_means_an_earlier_cancel_was_handled() {
 }
 
 #[tokio::test]
+async fn a_take_is_final_once_flush_returns() {
+    let b = TestBroker::start();
+    let space = space_of(&b).await;
+    let store = b.broker().space().expect("space served").store().clone();
+    for i in 0..20 {
+        space.out(tuple!("f", i)).await.unwrap();
+        space.take(&template!("f", ?int)).await.unwrap();
+        // The CONFIRM is fire-and-forget; once flush returns the server has handled it, so
+        // a program may exit now without the tuple coming back after its lease.
+        space.flush().await.unwrap();
+        assert_eq!(store.reservation_count(), 0, "round {i}");
+        assert_eq!(store.len(), 0, "round {i}");
+    }
+}
+
+#[tokio::test]
 async fn blocked_takers_are_served_first_come_first_served() {
     let b = TestBroker::start();
     let writer = space_of(&b).await;

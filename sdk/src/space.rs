@@ -39,6 +39,10 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// silent clients' waiters after 5 s), and after a reconnection (a broker restart) it
 /// re-sends them.
 ///
+/// `CONFIRM`, `RELEASE` and `CANCEL` are fire-and-forget: a program that exits right after a
+/// take should first call [`Space::flush`], or the confirm may never leave the process, and
+/// the server puts the tuple back when its reservation lease (5 s) runs out.
+///
 /// # Example
 /// ```no_run
 /// use agora::{template, tuple};
@@ -291,10 +295,16 @@ impl Space {
         }
     }
 
+    /// Wait until the server has handled everything this client sent so far: the confirms
+    /// of its takes (they are final from then on), the releases and the cancels of dropped
+    /// requests (which then cannot take a tuple written later). Call it before a program
+    /// exits; the messages are sent fire-and-forget and would otherwise die with the process.
+    pub async fn flush(&self) -> Result<()> {
+        self.ping().await.map(|_| ())
+    }
+
     /// A round trip to the space server; returns how long it took. It is answered after
-    /// everything this client sent before it, so once it returns the server has also
-    /// handled the `CANCEL` of any take or read dropped before the call (a program about to
-    /// exit can make sure its withdrawn requests will not take a tuple).
+    /// everything this client sent before it (see [`Space::flush`]).
     pub async fn ping(&self) -> Result<Duration> {
         let started = Instant::now();
         let timeout = self.inner.request_timeout;

@@ -292,16 +292,17 @@ fn a_taker_killed_mid_wait_loses_nothing() {
     assert_eq!(ok(ep, &["count", r#"("job", _)"#]), "0\n");
 }
 
-#[test]
-fn ctrl_c_on_a_blocked_in_withdraws_it_before_exiting() {
+/// Send `signal` to a blocked `agora space in`: it exits with `code`, its request withdrawn
+/// from the server before the process ends.
+fn signal_withdraws_a_blocked_in(signal: libc::c_int, code: i32) {
     let b = TestBroker::start(|_| {});
     let ep = b.endpoint();
     let taker = blocked_in(&b, r#"("never", _)"#);
     // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-    let rc = unsafe { libc::kill(taker.0.id() as libc::pid_t, libc::SIGINT) };
+    let rc = unsafe { libc::kill(taker.0.id() as libc::pid_t, signal) };
     assert_eq!(rc, 0);
     let out = taker.wait_output();
-    assert_eq!(out.status.code(), Some(0), "Ctrl-C is a clean exit");
+    assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
     assert_eq!(stdout(&out), "", "nothing taken");
     // Gone from the server already (it would otherwise stay until it missed its
     // heartbeats, 5 s, and could take the tuple below meanwhile).
@@ -312,6 +313,36 @@ fn ctrl_c_on_a_blocked_in_withdraws_it_before_exiting() {
     );
     ok(ep, &["out", r#"("never", 1)"#]);
     assert_eq!(ok(ep, &["inp", r#"("never", _)"#]), "(\"never\", 1)\n");
+}
+
+#[test]
+fn ctrl_c_on_a_blocked_in_withdraws_it_before_exiting() {
+    // Ctrl-C is a clean exit.
+    signal_withdraws_a_blocked_in(libc::SIGINT, 0);
+}
+
+#[test]
+fn sigterm_on_a_blocked_in_withdraws_it_before_exiting() {
+    // `timeout agora space in ...` and service managers stop a process with SIGTERM; it
+    // exits as a SIGTERM would have it, 128 + 15.
+    signal_withdraws_a_blocked_in(libc::SIGTERM, 143);
+}
+
+#[test]
+fn a_take_is_final_when_the_process_exits() {
+    let b = TestBroker::start(|_| {});
+    let ep = b.endpoint();
+    let store = b.broker.space().expect("space").store().clone();
+    for i in 0..5 {
+        for take in ["in", "inp"] {
+            ok(ep, &["out", &format!("(\"r\", {i})")]);
+            assert_eq!(ok(ep, &[take, r#"("r", ?int)"#]), format!("(\"r\", {i})\n"));
+            // Confirmed before the process ended: no reservation left to run out and put
+            // the tuple back (taken twice).
+            assert_eq!(store.reservation_count(), 0, "{take} round {i}");
+            assert_eq!(store.len(), 0, "{take} round {i}");
+        }
+    }
 }
 
 #[test]

@@ -46,6 +46,9 @@ pub enum Outcome {
     Done,
     /// Exit 1: nothing matched, or a timeout passed first.
     NothingMatched,
+    /// Exit 143 (128 + SIGTERM), as if the signal had ended the process: a command that
+    /// handles SIGTERM itself (to withdraw a request first) ended on it.
+    Terminated,
 }
 
 /// Output format shared by the commands that print records.
@@ -86,8 +89,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        // A blocked `space in` / `space rd` withdraws its request on Ctrl-C before exiting.
-        if matches!(&cli.command, Command::Space(args) if space::handles_ctrl_c(args)) {
+        // A blocked `space in` / `space rd` withdraws its request on Ctrl-C or SIGTERM before
+        // exiting.
+        if matches!(&cli.command, Command::Space(args) if space::handles_interrupts(args)) {
             return run(cli).await;
         }
         tokio::select! {
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
     match result {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::NothingMatched) => ExitCode::from(1),
+        Ok(Outcome::Terminated) => ExitCode::from(143),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("agora: error: {e:#}");

@@ -5,7 +5,9 @@
 //! `agora space in '("job", ?int)' --timeout 5s`. Results print one tuple per line, in the
 //! same syntax (`--format text`) or as JSON Lines (`--format json`). A literal that does not
 //! parse is shown with a caret under the column, exit 2; `in`/`rd` that time out and
-//! `inp`/`rdp` that find nothing exit 1.
+//! `inp`/`rdp` that find nothing exit 1. A take (`in`, `inp`) exits once the broker has its
+//! confirmation: only then is it final. Ctrl-C (exit 0) or SIGTERM (exit 143) on a waiting
+//! `in`/`rd` withdraws the request before the process ends.
 
 use std::io::Write;
 use std::time::Duration;
@@ -85,7 +87,9 @@ pub async fn run(broker: &str, args: SpaceArgs) -> anyhow::Result<Outcome> {
         SpaceCommand::Inp(t) => {
             let template = parse_template(&t.template)?;
             let space = open(broker).await?;
-            print_found(space.try_take(&template).await?, format)
+            let found = space.try_take(&template).await?;
+            make_final(&space, &found).await?;
+            print_found(found, format)
         }
         SpaceCommand::Rdp(t) => {
             let template = parse_template(&t.template)?;
@@ -133,34 +137,60 @@ async fn wait_for(
             (false, None) => space.read(&template).await.map(Some),
         }
     };
-    match until_ctrl_c(&space, request).await? {
-        Some(got) => print_found(got, format),
-        None => Ok(Outcome::Done),
+    match until_interrupted(&space, request).await? {
+        Ok(got) => {
+            if take {
+                make_final(&space, &got).await?;
+            }
+            print_found(got, format)
+        }
+        Err(signal) => Ok(signal),
     }
 }
 
-/// Run a blocking take or read until it ends or Ctrl-C (`None`). On Ctrl-C the request is
-/// withdrawn before this returns: dropping it sends its `CANCEL`, and a ping answered after
-/// that means the server has handled it, so the waiter cannot take a tuple written later
-/// (without this the process exited first and the server kept the waiter until it missed
-/// its heartbeats, 5 s).
-async fn until_ctrl_c<T>(
+/// The CLI exits right after a take: make sure the take's `CONFIRM` reached the server
+/// first, or it dies with the process and the tuple returns to the space when its
+/// reservation lease runs out, taken twice.
+async fn make_final(space: &agora::Space, took: &Option<Tuple>) -> anyhow::Result<()> {
+    if let Some(t) = took {
+        space.flush().await.with_context(|| {
+            format!(
+                "took {t}, but the broker did not answer after: the take may not be final \
+                 (unconfirmed, the tuple returns to the space after 5 s)"
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Run a blocking take or read until it ends (`Ok`) or Ctrl-C or SIGTERM (`Err` with the
+/// exit to make). On a signal the request is withdrawn before this returns: dropping it
+/// sends its `CANCEL`, and a flush means the server has handled it, so the waiter cannot
+/// take a tuple written later (without this the process exited first and the server kept
+/// the waiter until it missed its heartbeats, 5 s).
+async fn until_interrupted<T>(
     space: &agora::Space,
     request: impl std::future::Future<Output = agora::Result<T>>,
-) -> anyhow::Result<Option<T>> {
-    tokio::select! {
-        got = request => Ok(Some(got?)),
-        _ = tokio::signal::ctrl_c() => {
-            // `request` is dropped by now. Best effort, and briefly: a broker that is gone
-            // cannot answer.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), space.ping()).await;
-            Ok(None)
-        }
-    }
+) -> anyhow::Result<Result<T, Outcome>> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    #[cfg(unix)]
+    let terminated = term.recv();
+    #[cfg(not(unix))]
+    let terminated = std::future::pending::<Option<()>>();
+    let exit = tokio::select! {
+        got = request => return Ok(Ok(got?)),
+        _ = tokio::signal::ctrl_c() => Outcome::Done,
+        _ = terminated => Outcome::Terminated,
+    };
+    // `request` is dropped by now. Best effort, and briefly: a broker that is gone cannot
+    // answer.
+    let _ = tokio::time::timeout(Duration::from_secs(1), space.flush()).await;
+    Ok(Err(exit))
 }
 
-/// Whether the command handles Ctrl-C itself (`main` must not stop it first).
-pub fn handles_ctrl_c(args: &SpaceArgs) -> bool {
+/// Whether the command handles Ctrl-C and SIGTERM itself (`main` must not stop it first).
+pub fn handles_interrupts(args: &SpaceArgs) -> bool {
     matches!(args.command, SpaceCommand::In(_) | SpaceCommand::Rd(_))
 }
 
