@@ -106,10 +106,31 @@ impl Client {
 
     /// Connect with explicit [`ClientOptions`].
     pub async fn connect_with(endpoint: &str, options: ClientOptions) -> Result<Client> {
+        if !endpoint.contains("://") {
+            return Err(Error::Endpoint {
+                endpoint: endpoint.to_string(),
+                problem: format!(
+                    "is not a ZeroMQ endpoint: it needs a transport, as in tcp://{endpoint}"
+                ),
+            });
+        }
         let ctx = zmq::Context::new();
         let (io, events_tx) = io::spawn(&ctx, endpoint, options.request_timeout)?;
         let hello_req = io::request(&io, Op::Hello, 0, 0, Vec::new());
         let frames = match tokio::time::timeout(options.connect_timeout, hello_req).await {
+            // The tuple space's endpoint (or another service's) speaks another protocol.
+            Ok(Err(Error::Broker {
+                code: ErrorCode::UnknownOp,
+                ..
+            })) => {
+                return Err(Error::Endpoint {
+                    endpoint: endpoint.to_string(),
+                    problem: "does not answer HELLO: it is not an Agora broker's request \
+                              endpoint (its tuple space and replay services have endpoints \
+                              of their own)"
+                        .to_string(),
+                })
+            }
             Ok(r) => r?,
             Err(_) => {
                 return Err(Error::Connect {

@@ -14,6 +14,15 @@ pub enum Error {
         /// How long the client waited.
         timeout: std::time::Duration,
     },
+    /// The endpoint is not one a client can connect to: not a ZeroMQ address, or what
+    /// answers there is not an Agora broker's request endpoint.
+    #[error("`{endpoint}` {problem}")]
+    Endpoint {
+        /// The endpoint given.
+        endpoint: String,
+        /// What is wrong with it, for people.
+        problem: String,
+    },
     /// A request got no reply in time (the broker may be down or restarting).
     #[error("{what} timed out after {timeout:?}")]
     Timeout {

@@ -71,7 +71,7 @@ pub use agora_bus::topic::{Filter, Topic};
 pub use client::{Client, ClientOptions, ReplayFrom};
 pub use error::{Error, Result, SpaceErrorCode};
 pub use space::Space;
-pub use subscription::{Event, Healed, RawEvent, RawSubscription, Subscription};
+pub use subscription::{Event, Healed, RawEvent, RawSubscription, Subscription, UNLOGGED_OFFSET};
 // The tuple space model, so apps need no direct dependency on agora-tuplespace.
 pub use agora_tuplespace::{
     from_tuple, parse_template, parse_tuple, template, to_tuple, tuple, Field, Kind, ParseError,

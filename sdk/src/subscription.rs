@@ -30,15 +30,17 @@ use crate::error::{Error, Result};
 use crate::io::{Command, WireEvent};
 use crate::replay_io::{ReplayFeed, ReplayMsg};
 
-/// Offset carried by events that are not in the log.
-const UNLOGGED_OFFSET: u64 = u64::MAX;
+/// The offset of events that are not in the log: those the broker makes itself on
+/// `$`-topics (`$sys.stats`, `$sync.*`), which cannot be replayed.
+pub const UNLOGGED_OFFSET: u64 = u64::MAX;
 
 /// A typed event as a subscriber receives it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event<T> {
     /// The topic it was published on.
     pub topic: String,
-    /// Its position in the broker's log (global, increasing).
+    /// Its position in the broker's log (global, increasing; [`UNLOGGED_OFFSET`] for an
+    /// event the broker made itself on a `$`-topic, such as `$sys.stats`).
     pub offset: u64,
     /// Its sequence number on its topic (1, 2, 3, ...).
     pub seq: u64,
@@ -58,7 +60,8 @@ impl RawEvent {
     pub fn topic(&self) -> &str {
         self.wire.topic()
     }
-    /// Its position in the broker's log.
+    /// Its position in the broker's log ([`UNLOGGED_OFFSET`] for an event the broker made
+    /// itself on a `$`-topic).
     pub fn offset(&self) -> u64 {
         self.wire.layout.meta.offset
     }

@@ -308,6 +308,75 @@ fn sub_timeout_with_nothing_exits_one() {
     assert!(out.stdout.is_empty());
 }
 
+#[test]
+fn sub_timeout_after_some_events_exits_zero_but_one_short_of_count() {
+    let broker = TestBroker::start();
+    let ep = broker.endpoint();
+    publish(ep, "tq.a", "1");
+    publish(ep, "tq.a", "2");
+    let sub = |extra: &[&str]| {
+        run({
+            let mut c = agora();
+            c.args(["--broker", ep, "sub", "tq.>", "--from", "beginning"])
+                .args(["--timeout", "500ms"])
+                .args(extra);
+            c
+        })
+    };
+    // Without `--count` a timeout ends the watch: events came, so exit 0.
+    let out = sub(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    // With `--count 3`, two are fewer than asked for: exit 1, after printing them.
+    let out = sub(&["--count", "3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+}
+
+#[test]
+fn broker_events_have_no_offset() {
+    // `$sys.stats` is made by the broker each second and not logged: no offset to show.
+    let broker = TestBroker::start();
+    let sub = |format: &str| {
+        let out = run({
+            let mut c = agora();
+            c.args(["--broker", broker.endpoint(), "sub", "$sys.stats"])
+                .args(["--count", "1", "--format", format]);
+            c
+        });
+        assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    let json = parse(sub("json").trim_end());
+    assert_eq!(json["topic"], "$sys.stats");
+    assert_eq!(json["offset"], Value::Null, "{json}");
+    assert!(json["seq"].as_u64().is_some(), "{json}");
+    let text = sub("text");
+    assert!(text.contains(" $sys.stats #"), "{text}");
+    assert!(!text.contains('@'), "no offset in the text line: {text}");
+}
+
+#[test]
+fn a_broker_address_that_is_not_one_says_why() {
+    let broker = TestBroker::start();
+    let space = broker.broker.space_endpoint().expect("a space").to_string();
+    let cases = [
+        (
+            "127.0.0.1:7400",
+            "needs a transport, as in tcp://127.0.0.1:7400",
+        ),
+        (space.as_str(), "not an Agora broker's request endpoint"),
+    ];
+    for (endpoint, needle) in cases {
+        let out = run({
+            let mut c = agora();
+            c.args(["--broker", endpoint, "stats"]);
+            c
+        });
+        assert_error_exit(&out, needle);
+    }
+}
+
 /// Exit code 2 and exactly one line on stderr: `agora: error: ...`.
 fn assert_error_exit(out: &Output, needle: &str) {
     let stderr = stderr_of(out);

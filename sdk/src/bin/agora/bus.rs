@@ -186,7 +186,9 @@ pub async fn subscribe(broker: &str, args: SubArgs) -> anyhow::Result<Outcome> {
         let item = match deadline {
             Some(d) => match tokio::time::timeout_at(d, sub.next()).await {
                 Ok(item) => item,
-                Err(_) => return Ok(Outcome::NothingMatched),
+                // Fewer than `--count`, or none at all without it.
+                Err(_) if args.count.is_some() || seen == 0 => return Ok(Outcome::NothingMatched),
+                Err(_) => return Ok(Outcome::Done),
             },
             None => sub.next().await,
         };
@@ -235,22 +237,21 @@ fn payload_json(ev: &RawEvent) -> serde_json::Value {
 fn render(ev: &RawEvent, format: Format) -> String {
     let time = humantime::format_rfc3339_millis(ev.time()).to_string();
     let payload = payload_json(ev);
+    // Events the broker makes itself (`$sys.stats`) are not in the log: no offset.
+    let offset = (ev.offset() != agora::UNLOGGED_OFFSET).then(|| ev.offset());
     match format {
         Format::Json => serde_json::json!({
             "topic": ev.topic(),
-            "offset": ev.offset(),
+            "offset": offset,
             "seq": ev.seq(),
             "time": time,
             "payload": payload,
         })
         .to_string(),
-        Format::Text => format!(
-            "{time} {} #{} @{} {}",
-            ev.topic(),
-            ev.seq(),
-            ev.offset(),
-            payload
-        ),
+        Format::Text => {
+            let at = offset.map(|o| format!(" @{o}")).unwrap_or_default();
+            format!("{time} {} #{}{at} {payload}", ev.topic(), ev.seq())
+        }
     }
 }
 

@@ -12,7 +12,14 @@ use clap::{Parser, Subcommand};
 
 /// Agora: event bus and tuple space, from the terminal.
 #[derive(Parser, Debug)]
-#[command(version, about, propagate_version = true)]
+#[command(
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Exit status: 0 done; 1 nothing matched or a timeout passed first (space \
+                  inp/rdp found nothing, space in/rd --timeout waited in vain, sub --timeout \
+                  saw no event or fewer than --count); 2 error (one line on stderr)."
+)]
 pub struct Cli {
     /// The broker's request endpoint.
     #[arg(long, global = true, env = "AGORA_BROKER", default_value = agora::DEFAULT_BROKER)]
@@ -140,7 +147,10 @@ pub async fn connect(endpoint: &str) -> anyhow::Result<agora::Client> {
             .unwrap_or(std::time::Duration::from_secs(5)),
         ..agora::ClientOptions::default()
     };
-    agora::Client::connect_with(endpoint, options)
-        .await
-        .with_context(|| format!("cannot connect to the broker at {endpoint}"))
+    match agora::Client::connect_with(endpoint, options).await {
+        Ok(client) => Ok(client),
+        // It names the endpoint and says what is wrong with it.
+        Err(e @ agora::Error::Endpoint { .. }) => Err(e.into()),
+        Err(e) => Err(e).with_context(|| format!("cannot connect to the broker at {endpoint}")),
+    }
 }
