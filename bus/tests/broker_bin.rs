@@ -214,5 +214,24 @@ fn a_taken_port_exits_two() {
     let first = BrokerProc::start(&dir.path().join("a"));
     let stderr = fails_with_usage(&["--listen", &first.endpoint], &dir.path().join("b"));
     assert!(stderr.contains("agora-broker: error:"), "{stderr}");
+    // Said once (the message and its cause both said it).
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
+    hello(&first.endpoint);
+}
+
+#[test]
+fn a_data_dir_in_use_exits_two_saying_so_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = BrokerProc::start(dir.path());
+    let stderr = fails_with_usage(&["--listen", "tcp://127.0.0.1:*"], dir.path());
+    assert_eq!(
+        stderr.matches("already open elsewhere").count(),
+        1,
+        "{stderr}"
+    );
     hello(&first.endpoint);
 }

@@ -1,6 +1,7 @@
 //! `agora-broker`: the Agora broker. With no flags it serves on `tcp://127.0.0.1:7400` with
 //! its data in `./agora-data`, and prints `agora-broker ready: <endpoint>` once it serves.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -87,11 +88,13 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours for a terminal only, not in a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("agora-broker: error: {e:#}");
+            eprintln!("agora-broker: error: {}", agora_bus::error_line(e.as_ref()));
             ExitCode::from(2)
         }
     }

@@ -6,6 +6,7 @@ mod bus;
 mod json;
 mod space;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -83,6 +84,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -114,7 +116,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Terminated) => ExitCode::from(143),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("agora: error: {e:#}");
+            eprintln!("agora: error: {}", agora_bus::error_line(e.as_ref()));
             ExitCode::from(2)
         }
     }
