@@ -357,4 +357,15 @@ fn out_with_a_lease_expires() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(ok(ep, &["dump"]), "(\"tmp\", 2)\n");
+    // A lease that would expire the tuple at once is refused, not silently obeyed.
+    for lease in ["0s", "500us"] {
+        let o = run(ep, &["out", r#"("tmp", 3)"#, "--lease", lease]);
+        assert_eq!(o.status.code(), Some(2), "{lease}");
+        assert!(
+            stderr(&o).contains("expire the tuple at once"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert_eq!(ok(ep, &["count", r#"("tmp", _)"#]), "1\n");
 }

@@ -74,17 +74,40 @@ impl ParseError {
     /// ("job", ?integer)
     ///         ^ unknown type `?integer`; expected one of ?int ?float ?str ?bytes ?bool ?array
     /// ```
+    ///
+    /// Of a long line only [`RENDER_CONTEXT`] characters either side of the column are shown,
+    /// with `…` where it was cut.
     pub fn render(&self, input: &str) -> String {
-        let line = input.lines().nth(self.line - 1).unwrap_or("");
-        // Tabs keep their width by being copied into the padding.
-        let pad: String = line
+        let line: Vec<char> = input
+            .lines()
+            .nth(self.line - 1)
+            .unwrap_or("")
             .chars()
-            .take(self.column.saturating_sub(1))
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
-        format!("{line}\n{pad}^ {}", self.message)
+        let column = self.column.saturating_sub(1).min(line.len());
+        let from = column.saturating_sub(RENDER_CONTEXT);
+        let to = (column + RENDER_CONTEXT).min(line.len());
+        let (mut shown, mut pad) = (String::new(), String::new());
+        if from > 0 {
+            shown.push('…');
+            pad.push(' ');
+        }
+        // Tabs keep their width by being copied into the padding.
+        for &c in &line[from..column] {
+            shown.push(c);
+            pad.push(if c == '\t' { '\t' } else { ' ' });
+        }
+        shown.extend(&line[column..to]);
+        if to < line.len() {
+            shown.push('…');
+        }
+        format!("{shown}\n{pad}^ {}", self.message)
     }
 }
+
+/// Characters of the input shown either side of an error's column by
+/// [`ParseError::render`].
+pub const RENDER_CONTEXT: usize = 40;
 
 /// Parses a tuple literal: `("job", 42, [1, 2], h'00ff')`.
 pub fn parse_tuple(input: &str) -> Result<Tuple, ParseError> {
@@ -954,6 +977,24 @@ pub(crate) mod tests {
         assert_eq!((e.line, e.column), (3, 3));
         assert_eq!(e.render(input), "  ?nope)\n  ^ unknown type `?nope`; expected one of ?int ?float ?str ?bytes ?bool ?array");
         assert!(e.to_string().starts_with("line 3, column 3:"));
+        // A long line is shown around the column only.
+        let before = format!("({}", "1, ".repeat(10_000));
+        let input = format!("{before}?nope)");
+        let e = err_of(parse_template(&input));
+        let shown = e.render(&input);
+        let (line, caret) = shown.split_once('\n').unwrap();
+        assert_eq!(
+            line,
+            format!("…{}?nope)", &before[before.len() - RENDER_CONTEXT..])
+        );
+        assert_eq!(caret.find('^'), Some(1 + RENDER_CONTEXT));
+        // Cut on both sides.
+        let input = format!("({} ?x {})", "1, ".repeat(100), ", 2".repeat(100));
+        let e = err_of(parse_template(&input));
+        let shown = e.render(&input);
+        let line = shown.lines().next().unwrap();
+        assert!(line.starts_with('…') && line.ends_with('…'), "{line}");
+        assert_eq!(line.chars().count(), 2 * RENDER_CONTEXT + 2);
     }
 
     fn error_at(input: &str, template: bool) -> (usize, String) {

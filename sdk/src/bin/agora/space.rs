@@ -32,8 +32,8 @@ pub enum SpaceCommand {
     Out {
         /// The tuple, e.g. `("job", 42, 3.5, "x", true, null, [1, 2], h'00ff')`.
         tuple: String,
-        /// Expire the tuple after this long (e.g. `10s`, `500ms`).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        /// Expire the tuple after this long (e.g. `10s`, `500ms`; at least `1ms`).
+        #[arg(long, value_parser = parse_lease)]
         lease: Option<Duration>,
     },
     /// Take a matching tuple, waiting for one (Linda `in`): `agora space in '("job", ?int)'`.
@@ -199,6 +199,18 @@ async fn open(broker: &str) -> anyhow::Result<agora::Space> {
     client
         .space()
         .with_context(|| format!("cannot use the tuple space of the broker at {broker}"))
+}
+
+/// `--lease`: the wire counts whole milliseconds, and a zero lease expires the tuple at once,
+/// which from a terminal is a mistake, not a request.
+fn parse_lease(s: &str) -> Result<Duration, String> {
+    let lease = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if lease < Duration::from_millis(1) {
+        return Err(format!(
+            "a lease of {s} would expire the tuple at once; give 1ms or more"
+        ));
+    }
+    Ok(lease)
 }
 
 /// The error message starts on a new line so the caret lines up under the input.
