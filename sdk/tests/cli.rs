@@ -290,6 +290,52 @@ fn broker_flag_env_var_and_stats_json() {
 }
 
 #[test]
+fn ctrl_c_stops_pub_count_and_says_how_many_went_out() {
+    let broker = TestBroker::start();
+    let ep = broker.endpoint();
+    let (_sub, stdout) = spawn_sub(ep, &["ct.>", "--format", "json"]);
+    let rx = lines(stdout, None);
+    for confirm in [false, true] {
+        let topic = format!("ct.{confirm}");
+        let child = agora()
+            .args(["--broker", ep, "pub", &topic, "1", "--count", "100000"])
+            .args(["--rate", "50"])
+            .args(confirm.then_some("--confirm"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn agora pub");
+        let publisher = Proc(child);
+        // Two events out (so its Ctrl-C handler is in place, and with --confirm the first is
+        // confirmed): stop it. The previous round's last events may come first.
+        for _ in 0..2 {
+            while record(&next_line(&rx)).0 != topic {}
+        }
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+        let rc = unsafe { libc::kill(publisher.0.id() as libc::pid_t, libc::SIGINT) };
+        assert_eq!(rc, 0);
+        let out = publisher.wait_output();
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let sent: u64 = stderr
+            .split("stopped by Ctrl-C after ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("says how many went out: {stderr}"));
+        assert!((1..100000).contains(&sent), "{stderr}");
+        // All of them reached the broker before the process ended.
+        let stats = run({
+            let mut c = agora();
+            c.args(["--broker", ep, "stats", "--format", "json"]);
+            c
+        });
+        let stats = parse(String::from_utf8_lossy(&stats.stdout).trim());
+        assert_eq!(stats["topics"][&topic]["seq"], json!(sent), "{stderr}");
+    }
+}
+
+#[test]
 fn sub_timeout_with_nothing_exits_one() {
     let broker = TestBroker::start();
     let out = run({

@@ -106,40 +106,76 @@ pub async fn publish(broker: &str, args: PubArgs) -> anyhow::Result<Outcome> {
         bail!("--rate must be a positive number of events per second");
     }
     let client = connect(broker).await?;
-    if args.confirm {
-        let start = Instant::now();
-        let mut last = (0, 0);
-        for i in 0..args.count {
-            if args.rate > 0.0 {
-                let due = start + Duration::from_secs_f64(i as f64 / args.rate);
-                tokio::time::sleep_until(due.into()).await;
-            }
-            last = client
-                .publish_raw_confirmed(&args.topic, payload.clone(), ContentType::Cbor)
-                .await?;
-        }
-        eprintln!(
-            "published {} confirmed event(s) to {}; last at offset {} (seq {})",
-            args.count, args.topic, last.0, last.1
-        );
-        return Ok(Outcome::Done);
-    }
-    if args.count == 1 {
+    if args.count == 1 && !args.confirm {
         let (offset, seq) = client
             .publish_raw_acked(&args.topic, payload, ContentType::Cbor)
             .await?;
         eprintln!("published to {} at offset {offset} (seq {seq})", args.topic);
         return Ok(Outcome::Done);
     }
+    // Ctrl-C stops the run: what went out is flushed and counted.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut stopped = false;
     let start = Instant::now();
-    for i in 0..args.count {
+    let mut sent = 0;
+    // The last confirmed event's (offset, seq).
+    let mut last = None;
+    while sent < args.count {
         if args.rate > 0.0 {
-            let due = start + Duration::from_secs_f64(i as f64 / args.rate);
-            tokio::time::sleep_until(due.into()).await;
+            // `--rate`: event `sent` is due at `start + sent / rate`.
+            let due = start + Duration::from_secs_f64(sent as f64 / args.rate);
+            tokio::select! {
+                _ = tokio::time::sleep_until(due.into()) => {}
+                _ = &mut ctrl_c => { stopped = true; break; }
+            }
         }
-        client
-            .publish_raw(&args.topic, payload.clone(), ContentType::Cbor)
-            .await?;
+        let step = async {
+            if args.confirm {
+                let at = client
+                    .publish_raw_confirmed(&args.topic, payload.clone(), ContentType::Cbor)
+                    .await?;
+                Ok::<_, agora::Error>(Some(at))
+            } else {
+                client
+                    .publish_raw(&args.topic, payload.clone(), ContentType::Cbor)
+                    .await?;
+                Ok(None)
+            }
+        };
+        tokio::pin!(step);
+        let done = tokio::select! {
+            r = &mut step => Some(r),
+            _ = &mut ctrl_c => {
+                stopped = true;
+                // The event may be out already (a confirm waits for the fsync): a moment
+                // to know whether it counts.
+                tokio::time::timeout(Duration::from_secs(3), &mut step).await.ok()
+            }
+        };
+        let Some(result) = done else { break };
+        if let Some(at) = result? {
+            last = Some(at);
+        }
+        sent += 1;
+        if stopped {
+            break;
+        }
+    }
+    let stopped = if stopped {
+        format!(" (stopped by Ctrl-C after {sent} of {})", args.count)
+    } else {
+        String::new()
+    };
+    if args.confirm {
+        let last = last.map_or(String::new(), |(offset, seq)| {
+            format!("; last at offset {offset} (seq {seq})")
+        });
+        eprintln!(
+            "published {sent} confirmed event(s) to {}{last}{stopped}",
+            args.topic
+        );
+        return Ok(Outcome::Done);
     }
     client
         .flush()
@@ -147,10 +183,9 @@ pub async fn publish(broker: &str, args: PubArgs) -> anyhow::Result<Outcome> {
         .context("the broker refused an event")?;
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
-        "published {} events to {} in {secs:.3}s ({:.0}/s)",
-        args.count,
+        "published {sent} events to {} in {secs:.3}s ({:.0}/s){stopped}",
         args.topic,
-        args.count as f64 / secs.max(1e-9)
+        sent as f64 / secs.max(1e-9),
     );
     Ok(Outcome::Done)
 }

@@ -100,7 +100,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         // A blocked `space in` / `space rd` withdraws its request on Ctrl-C or SIGTERM before
         // exiting.
-        if matches!(&cli.command, Command::Space(args) if space::handles_interrupts(args)) {
+        // So does `pub`, after flushing and counting what it published.
+        if matches!(&cli.command, Command::Pub(_))
+            || matches!(&cli.command, Command::Space(args) if space::handles_interrupts(args))
+        {
             return run(cli).await;
         }
         tokio::select! {
