@@ -7,7 +7,7 @@ use agora::{ContentType, Error, RawEvent};
 use anyhow::{bail, Context};
 use futures_util::StreamExt;
 
-use crate::json::{cbor_to_json, json_to_cbor};
+use crate::json::{cbor_to_json, json_to_cbor, parse_event_json};
 use crate::{connect, Format, Outcome};
 
 #[derive(clap::Args, Debug)]
@@ -99,8 +99,7 @@ pub async fn publish(broker: &str, args: PubArgs) -> anyhow::Result<Outcome> {
     } else {
         args.json.clone()
     };
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("the event is not valid JSON: {text}"))?;
+    let value = parse_event_json(&text)?;
     let payload = json_to_cbor(&value)?;
     if args.rate < 0.0 || !args.rate.is_finite() {
         bail!("--rate must be a positive number of events per second");
