@@ -204,6 +204,8 @@ impl Client {
     ///
     /// Returns once the event is queued for the broker (fire-and-forget). The topic and size
     /// are checked here; anything the broker still refuses is reported by [`Client::flush`].
+    /// Queued events leave from the client's I/O thread: a program about to exit calls
+    /// [`Client::flush`] first, or what is still queued dies with the process.
     pub async fn publish<T: Serialize + ?Sized>(&self, topic: &str, event: &T) -> Result<()> {
         // Encode straight into the publish frame: one allocation, no copy.
         let frame = self.publish_frame(topic, None, |buf| {
