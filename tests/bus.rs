@@ -184,9 +184,15 @@ async fn event_that_does_not_decode_is_an_error_item_and_the_stream_goes_on() {
     client.publish("mixed", &reading("a", 2)).await.unwrap();
     assert_eq!(next(&mut sub).await.unwrap().payload.n, 1);
     match next(&mut sub).await {
-        Err(Error::Decode { topic, offset, .. }) => {
+        Err(Error::Decode {
+            topic,
+            offset,
+            message,
+        }) => {
             assert_eq!(topic, "mixed");
             assert_eq!(offset, 1);
+            // What serde said, not ciborium's Debug wrapper around it.
+            assert_eq!(message, "invalid type: string, expected map");
         }
         other => panic!("expected a decode error, got {other:?}"),
     }

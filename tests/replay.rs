@@ -284,10 +284,19 @@ async fn durable_subscription_resumes_after_its_last_ack() {
         matches!(
             e,
             Error::Broker {
-                code: agora_bus::protocol::ErrorCode::UnknownDurable,
+                code: agora::ErrorCode::UnknownDurable,
                 ..
             }
         ),
+        "{e}"
+    );
+    // A bad name is refused before anything is sent.
+    let e = subscriber
+        .durable_raw_from("bad name!", &["d.>"], ReplayFrom::End)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::DurableName(n) if n == "bad name!"),
         "{e}"
     );
 }

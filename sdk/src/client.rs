@@ -209,7 +209,8 @@ impl Client {
     pub async fn publish<T: Serialize + ?Sized>(&self, topic: &str, event: &T) -> Result<()> {
         // Encode straight into the publish frame: one allocation, no copy.
         let frame = self.publish_frame(topic, None, |buf| {
-            ciborium::into_writer(event, buf).map_err(|e| Error::Encode(e.to_string()))
+            ciborium::into_writer(event, buf)
+                .map_err(|e| Error::Encode(crate::error::cbor_encode_message(&e)))
         })?;
         self.send_publish(frame, ContentType::Cbor).await
     }
@@ -457,6 +458,9 @@ impl Client {
     /// most once: an event handed to a member that then dies is not redelivered (use the
     /// tuple space, or a durable subscription, where that matters).
     ///
+    /// A group is its name and its filter: members that join `workers` on `jobs.*` and on
+    /// `jobs.>` are two groups, each getting every event it matches.
+    ///
     /// ```no_run
     /// # async fn demo() -> agora::Result<()> {
     /// let client = agora::Client::connect("tcp://127.0.0.1:7400").await?;
@@ -543,6 +547,10 @@ impl Client {
     /// [`Subscription::ack`], in order, then goes live. A new name starts at the log's end
     /// (use [`Client::durable_from`] to start elsewhere). Delivery is at least once: events
     /// delivered but not acknowledged before a crash or disconnect come again.
+    ///
+    /// A name is one cursor, not a work queue: two programs that open the same name each get
+    /// every event, and their acks move the one cursor. To share the work, use
+    /// [`Client::queue_subscribe`] (or the tuple space, for delivery that survives a crash).
     pub async fn durable<T: DeserializeOwned>(
         &self,
         name: &str,
@@ -574,13 +582,7 @@ impl Client {
         from: ReplayFrom,
     ) -> Result<RawSubscription> {
         if !agora_bus::protocol::valid_durable_name(name) {
-            return Err(Error::Broker {
-                code: ErrorCode::BadRequest,
-                message: format!(
-                    "durable name `{name}` must be 1..={} bytes of [A-Za-z0-9_.-]",
-                    agora_bus::protocol::MAX_DURABLE_NAME
-                ),
-            });
+            return Err(Error::DurableName(name.to_string()));
         }
         self.replayed(filters, from, Some(name.to_string())).await
     }
@@ -642,9 +644,10 @@ impl Client {
 pub enum ReplayFrom {
     /// The oldest event the broker's log still holds.
     Beginning,
-    /// This offset ([`Error::Broker`] with code `Truncated` if retention removed it).
+    /// This offset ([`Error::Broker`] with code `Truncated` if retention removed it). An
+    /// offset past the log's end starts at the end, as [`ReplayFrom::End`].
     Offset(u64),
-    /// The first event stamped at or after this time.
+    /// The first event stamped at or after this time (a time in the future: the end).
     Time(std::time::SystemTime),
     /// The last event of each matching topic (the last-value cache), then live.
     Last,
@@ -686,6 +689,7 @@ fn random_u64() -> u64 {
 /// Encode a value as CBOR.
 pub(crate) fn encode<T: Serialize + ?Sized>(event: &T) -> Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(64);
-    ciborium::into_writer(event, &mut buf).map_err(|e| Error::Encode(e.to_string()))?;
+    ciborium::into_writer(event, &mut buf)
+        .map_err(|e| Error::Encode(crate::error::cbor_encode_message(&e)))?;
     Ok(buf)
 }

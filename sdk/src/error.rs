@@ -4,7 +4,10 @@ use agora_bus::protocol::ErrorCode;
 pub use agora_tuplespace::protocol::ErrorCode as SpaceErrorCode;
 
 /// Everything an SDK call or a subscription item can fail with.
+///
+/// New variants may come: a `match` needs a `_` arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// No broker answered at the endpoint in time.
     #[error("no broker answered at {endpoint} within {timeout:?}")]
@@ -23,7 +26,11 @@ pub enum Error {
         /// What is wrong with it, for people.
         problem: String,
     },
-    /// A request got no reply in time (the broker may be down or restarting).
+    /// A request got no reply in time (the broker may be down or restarting). The request
+    /// was not withdrawn: it may still reach the broker and take effect (after a restart,
+    /// say), so retrying a timed-out `publish_acked` can publish the event twice. Confirmed
+    /// publishes ([`Client::publish_confirmed`](crate::Client::publish_confirmed)) are safe to
+    /// retry: the broker drops the duplicate.
     #[error("{what} timed out after {timeout:?}")]
     Timeout {
         /// The operation that timed out.
@@ -53,8 +60,8 @@ pub enum Error {
         /// The broker's limit (from HELLO).
         max: usize,
     },
-    /// The event could not be encoded as CBOR.
-    #[error("cannot encode event: {0}")]
+    /// The event or tuple could not be encoded as CBOR.
+    #[error("cannot encode as CBOR: {0}")]
     Encode(String),
     /// An event did not decode as the subscription's type. The stream goes on.
     #[error("event on `{topic}` at offset {offset} does not decode: {message}")]
@@ -77,7 +84,8 @@ pub enum Error {
         missed: u64,
         /// The sequence number that should have come next.
         expected: u64,
-        /// The sequence number that came.
+        /// The sequence number that came (for a gap found by a sequence beacon, which says
+        /// where the topic is: one past its latest event).
         got: u64,
     },
     /// A reply or event broke the protocol.
@@ -113,6 +121,10 @@ pub enum Error {
         /// The broker's request endpoint.
         endpoint: String,
     },
+    /// A durable subscription's name must be 1..=128 bytes of `[A-Za-z0-9_.-]` (checked
+    /// before anything is sent).
+    #[error("invalid durable subscription name `{0}`: use 1 to 128 of A-Z a-z 0-9 _ . -")]
+    DurableName(String),
     /// A queue group name must be 1..=64 bytes of `[A-Za-z0-9_.-]`.
     #[error("invalid queue group name `{0}`: use 1 to 64 of A-Z a-z 0-9 _ . -")]
     QueueGroup(String),
@@ -160,3 +172,23 @@ impl Error {
 
 /// `Result` with the SDK's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a CBOR decoding error says, for people (ciborium's `Display` is its `Debug`:
+/// `Semantic(None, "invalid type: ...")`).
+pub(crate) fn cbor_decode_message<E: std::fmt::Debug>(e: &ciborium::de::Error<E>) -> String {
+    use ciborium::de::Error as De;
+    match e {
+        De::Semantic(_, message) => message.clone(),
+        De::Syntax(at) => format!("not valid CBOR (at byte {at})"),
+        De::Io(_) => "the CBOR ends early".to_string(),
+        De::RecursionLimitExceeded => "nested too deeply".to_string(),
+    }
+}
+
+/// What a CBOR encoding error says, for people.
+pub(crate) fn cbor_encode_message<E: std::fmt::Debug>(e: &ciborium::ser::Error<E>) -> String {
+    match e {
+        ciborium::ser::Error::Value(message) => message.clone(),
+        ciborium::ser::Error::Io(e) => format!("{e:?}"),
+    }
+}

@@ -33,10 +33,12 @@
 //! #[derive(Serialize, Deserialize, Debug, PartialEq)]
 //! struct Order { id: u64, item: String }
 //!
-//! # let dir = tempfile::tempdir().unwrap();
-//! # let config = agora_bus::broker::BrokerConfig::ephemeral(dir.path());
-//! # let broker = agora_bus::broker::Broker::start(config).unwrap();
-//! # let endpoint = broker.endpoint().to_string();
+//! // A broker in this process (crate `agora-bus`), with its data in a temporary directory.
+//! let dir = tempfile::tempdir().unwrap();
+//! let config = agora_bus::broker::BrokerConfig::ephemeral(dir.path());
+//! let broker = agora_bus::broker::Broker::start(config).unwrap();
+//! let endpoint = broker.endpoint().to_string();
+//!
 //! let rt = tokio::runtime::Runtime::new().unwrap();
 //! rt.block_on(async {
 //!     let client = agora::Client::connect(&endpoint).await?;
@@ -66,8 +68,8 @@ mod space;
 mod space_io;
 mod subscription;
 
-pub use agora_bus::protocol::{ContentType, Stats, TopicStats};
-pub use agora_bus::topic::{Filter, Topic};
+pub use agora_bus::protocol::{ContentType, ErrorCode, Hello, Stats, TopicStats};
+pub use agora_bus::topic::{Filter, FilterError, Topic, TopicError};
 pub use client::{Client, ClientOptions, ReplayFrom};
 pub use error::{Error, Result, SpaceErrorCode};
 pub use space::Space;

@@ -147,7 +147,8 @@ impl Space {
 
     async fn out_inner<T: Serialize>(&self, tuple: &T, lease: Option<Duration>) -> Result<()> {
         let mut frame = Vec::with_capacity(64);
-        ciborium::into_writer(tuple, &mut frame).map_err(|e| Error::Encode(e.to_string()))?;
+        ciborium::into_writer(tuple, &mut frame)
+            .map_err(|e| Error::Encode(crate::error::cbor_encode_message(&e)))?;
         // A tuple is a CBOR array (major type 4); anything else gets the model's explanation.
         if frame.first().map(|b| b >> 5) != Some(4) {
             let message = match to_tuple(tuple) {

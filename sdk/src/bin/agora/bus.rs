@@ -196,7 +196,7 @@ pub async fn subscribe(broker: &str, args: SubArgs) -> anyhow::Result<Outcome> {
     }
     if let Some(name) = &args.durable {
         if !agora_bus::protocol::valid_durable_name(name) {
-            bail!("bad durable name `{name}`: use 1 to 128 of A-Z a-z 0-9 _ . -");
+            bail!("{}", agora::Error::DurableName(name.clone()));
         }
     }
     let client = connect(broker).await?;
