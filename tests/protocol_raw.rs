@@ -1060,6 +1060,82 @@ fn replay_from_the_beginning_and_from_last_with_and_without_until() {
     assert_eq!(events, [ev("rp.a", 0)]);
     let (_, events, end) = replay(&r, 5, vec![filters(), last(), until(0)]);
     assert_eq!((events, end), (vec![], (0, 0)));
+
+    // ... before an `until` past the log's end: the replay waits for the log (2 s), then
+    // ends where the log does, as any replay; it does not claim to have reached `until`.
+    let (range, events, end) = replay(&r, 6, vec![filters(), last(), until(1_000_000)]);
+    assert_eq!(range.1, 1_000_000, "the end asked for");
+    assert_eq!(events, [ev("rp.a", 2), ev("rp.b", 3), ev("rp.c", 4)]);
+    assert_eq!(end, (6, 3), "the end reached");
+
+    // A new durable subscription needs one offset to start at; `last` is one per topic.
+    let mut body = Vec::new();
+    let durable_last = Value::Map(vec![
+        (
+            Value::Text("filters".into()),
+            Value::Array(vec![Value::Text("rp.>".into())]),
+        ),
+        (Value::Text("from".into()), Value::Text("last".into())),
+        (Value::Text("durable".into()), Value::Text("d1".into())),
+    ]);
+    ciborium::into_writer(&durable_last, &mut body).unwrap();
+    let reply = request(&r, &[&header(OP_REPLAY, 0, 0, 7), &body]);
+    let msg = assert_error(&reply, 7, E_BAD_REQUEST);
+    assert!(msg.contains("`last`"), "{msg}");
+
+    // A request body that is not the CBOR map asked for: said plainly, as a request's.
+    let not_a_request: &[u8] = &[0xa1, 0x61, b'x', 0x01];
+    let reply = request(&r, &[&header(OP_REPLAY, 0, 0, 8), not_a_request]);
+    let msg = assert_error(&reply, 8, E_MALFORMED);
+    assert!(msg.contains("missing field `filters`"), "{msg}");
+    assert!(!msg.contains("Semantic") && !msg.contains("reply"), "{msg}");
+}
+
+#[test]
+fn a_replay_batch_ends_with_the_event_that_takes_it_past_256_kib() {
+    let broker = TestBroker::start_with(|c| c.stats_interval = Duration::from_secs(3600));
+    let ctx = zmq::Context::new();
+    let publ = dealer(&ctx, &broker.endpoint());
+    let big = vec![7u8; 200 * 1024];
+    for id in 1..=5u64 {
+        let flags = if id == 5 {
+            FLAG_ACK | FLAG_CONFIRM
+        } else {
+            FLAG_ACK
+        };
+        let reply = request(&publ, &[&publish_frame(flags, CT_RAW, id, b"big.x", &big)]);
+        ack(&reply, id);
+    }
+    let replay_ep = hello(&publ, 50)["replay"].as_text().unwrap().to_string();
+    let r = dealer(&ctx, &replay_ep);
+    let mut body = Vec::new();
+    let req = Value::Map(vec![
+        (
+            Value::Text("filters".into()),
+            Value::Array(vec![Value::Text("big.>".into())]),
+        ),
+        (Value::Text("from".into()), Value::Text("beginning".into())),
+    ]);
+    ciborium::into_writer(&req, &mut body).unwrap();
+    let reply = request(&r, &[&header(OP_REPLAY, 0, 0, 1), &body]);
+    assert_eq!(reply[0], header(OP_OK, 0, 0, 1));
+    let mut per_batch = Vec::new();
+    loop {
+        let frames = recv(&r);
+        if frames[0] == header(OP_REPLAY_END, 0, 0, 1) {
+            break;
+        }
+        let mut rest = &frames[2][..];
+        let mut n = 0;
+        while !rest.is_empty() {
+            let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+            rest = &rest[4 + len..];
+            n += 1;
+        }
+        per_batch.push(n);
+    }
+    // 200 KiB, then 400 KiB: past 256 KiB, the batch ends. (It took all five at once.)
+    assert_eq!(per_batch, [2, 2, 1]);
 }
 
 #[test]

@@ -284,7 +284,7 @@ pub enum ProtocolError {
         "event frame is {0} bytes, too short for a topic, its NUL and the {META_LEN}-byte meta"
     )]
     EventLength(usize),
-    #[error("no NUL byte ends the topic within {max} bytes")]
+    #[error("no NUL byte ends the topic in its first {} bytes (a topic is at most {max})", max + 1)]
     NoTopicEnd { max: usize },
     #[error("protocol version {0} is not supported (this side speaks {VERSION})")]
     Version(u8),
@@ -292,7 +292,7 @@ pub enum ProtocolError {
     UnknownOp(u8),
     #[error("{op:?} expects {expected} frames after the header, got {got}")]
     FrameCount { op: Op, expected: usize, got: usize },
-    #[error("bad reply body: {0}")]
+    #[error("malformed body: {0}")]
     Body(String),
     #[error("{0}")]
     BadRequest(String),
@@ -599,7 +599,8 @@ pub fn encode_cbor_body<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 /// Decode a CBOR reply body.
 pub fn decode_cbor_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ProtocolError> {
-    ciborium::from_reader(body).map_err(|e| ProtocolError::Body(e.to_string()))
+    ciborium::from_reader(body)
+        .map_err(|e| ProtocolError::Body(agora_tuplespace::convert::cbor_error_message(&e)))
 }
 
 /// The statistics snapshot: the body of a STATS reply and of every `$sys.stats` event.

@@ -180,18 +180,6 @@ pub enum FilterError {
     },
 }
 
-/// The regex crate's errors draw the pattern with a caret over several lines; keep the last
-/// line (what is wrong), so an error message stays one line.
-fn one_line_regex_error(e: &regex::Error) -> String {
-    let text = e.to_string();
-    text.lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or("invalid regex")
-        .trim_start_matches("error: ")
-        .to_string()
-}
-
 /// Checks that `bytes` form a valid topic and returns it as `&str` without allocating.
 ///
 /// This is the broker's hot-path check; [`Topic::new`] uses it too. On error the message
@@ -474,7 +462,7 @@ impl Filter {
             .build()
             .map_err(|e| FilterError::InvalidRegex {
                 filter: filter.to_owned(),
-                message: one_line_regex_error(&e),
+                message: agora_tuplespace::template::regex_error_line(&e),
             })?;
         let dollar = pattern.starts_with("^\\$") || pattern.starts_with("\\$");
         Ok(Filter {

@@ -173,18 +173,6 @@ impl Error {
 /// `Result` with the SDK's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What a CBOR decoding error says, for people (ciborium's `Display` is its `Debug`:
-/// `Semantic(None, "invalid type: ...")`).
-pub(crate) fn cbor_decode_message<E: std::fmt::Debug>(e: &ciborium::de::Error<E>) -> String {
-    use ciborium::de::Error as De;
-    match e {
-        De::Semantic(_, message) => message.clone(),
-        De::Syntax(at) => format!("not valid CBOR (at byte {at})"),
-        De::Io(_) => "the CBOR ends early".to_string(),
-        De::RecursionLimitExceeded => "nested too deeply".to_string(),
-    }
-}
-
 /// What a CBOR encoding error says, for people.
 pub(crate) fn cbor_encode_message<E: std::fmt::Debug>(e: &ciborium::ser::Error<E>) -> String {
     match e {

@@ -97,7 +97,7 @@ impl RawEvent {
         ciborium::de::from_reader_with_buffer(self.payload(), scratch).map_err(|e| Error::Decode {
             topic: self.topic().to_string(),
             offset: self.offset(),
-            message: crate::error::cbor_decode_message(&e),
+            message: agora_tuplespace::convert::cbor_error_message(&e),
         })
     }
 }

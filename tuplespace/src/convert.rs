@@ -182,16 +182,18 @@ impl<'de> Deserialize<'de> for Tuple {
 // CBOR bytes
 
 fn de_error<E: fmt::Debug>(e: ciborium::de::Error<E>) -> ModelError {
+    ModelError::Cbor(cbor_error_message(&e))
+}
+
+/// What a CBOR decoding error says, for people: ciborium's `Display` is its `Debug`
+/// (`Semantic(None, "missing field ...")`).
+pub fn cbor_error_message<E: fmt::Debug>(e: &ciborium::de::Error<E>) -> String {
     match e {
-        ciborium::de::Error::Io(e) => ModelError::Cbor(format!("truncated or unreadable: {e:?}")),
-        ciborium::de::Error::Syntax(at) => ModelError::Cbor(format!("invalid CBOR at byte {at}")),
-        ciborium::de::Error::Semantic(at, msg) => match at {
-            Some(at) => ModelError::Cbor(format!("at byte {at}: {msg}")),
-            None => ModelError::Cbor(msg),
-        },
-        ciborium::de::Error::RecursionLimitExceeded => {
-            ModelError::Cbor("nested too deeply".to_owned())
-        }
+        ciborium::de::Error::Io(e) => format!("truncated or unreadable: {e:?}"),
+        ciborium::de::Error::Syntax(at) => format!("invalid CBOR at byte {at}"),
+        ciborium::de::Error::Semantic(Some(at), msg) => format!("at byte {at}: {msg}"),
+        ciborium::de::Error::Semantic(None, msg) => msg.clone(),
+        ciborium::de::Error::RecursionLimitExceeded => "nested too deeply".to_owned(),
     }
 }
 

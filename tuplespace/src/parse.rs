@@ -469,11 +469,7 @@ impl<'a> Parser<'a> {
         }
         compile_regex(&pat).map(Field::Regex).map_err(|e| {
             let msg = match e {
-                ModelError::InvalidRegex { message, .. } => {
-                    // regex errors are multi-line drawings; keep the last line's words.
-                    let last = message.rsplit("error: ").next().unwrap_or(&message).trim();
-                    format!("invalid regex: {last}")
-                }
+                ModelError::InvalidRegex { message, .. } => format!("invalid regex: {message}"),
                 other => other.to_string(),
             };
             self.err(start, msg)

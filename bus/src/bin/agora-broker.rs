@@ -59,7 +59,7 @@ struct Args {
     /// Event log segment size in bytes.
     #[arg(long, default_value_t = agora_bus::log::DEFAULT_SEGMENT_BYTES)]
     segment_bytes: u64,
-    /// How long a producer's last sequence is kept after its last confirmed publish, to
+    /// How long an idempotent producer's last sequence is kept after its last publish, to
     /// drop its retries (the SDK retries for up to 30 s).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     producer_ttl: Duration,

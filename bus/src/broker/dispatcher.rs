@@ -815,7 +815,7 @@ impl Dispatcher {
             Err(e) => return self.error_reply(&reply, e.code(), &e.to_string()),
         };
         if frames.len() > MAX_FRAMES {
-            let msg = format!("too many frames ({})", frames.len() - 1);
+            let msg = format!("too many frames (more than {})", MAX_FRAMES - 1);
             return self.error_reply(&reply, ErrorCode::Malformed, &msg);
         }
         let op = match header.op() {

@@ -105,7 +105,11 @@ impl Cursors {
             Ok(bytes) => ciborium::from_reader(&bytes[..]).map_err(|e| {
                 BrokerError::Io(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!("cursor file {} is unreadable: {e}", path.display()),
+                    format!(
+                        "cursor file {} is unreadable: {}",
+                        path.display(),
+                        agora_tuplespace::convert::cbor_error_message(&e)
+                    ),
                 ))
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
@@ -396,6 +400,13 @@ impl ReplayService {
             }
             match self.cursors.map.get(name) {
                 Some(&c) => from = ReplayFrom::Offset(c),
+                None if req.from == ReplayFrom::Last => {
+                    let msg = format!(
+                        "durable subscription `{name}` is new and needs one offset to start at; \
+                         `last` names one per topic: use `beginning`, an offset or a time"
+                    );
+                    return self.error(&peer, ErrorCode::BadRequest, &msg);
+                }
                 None => {
                     let start = match self.resolve_start(req.from, first, log_end) {
                         Ok(s) => s,
@@ -414,21 +425,28 @@ impl ReplayService {
         let mut picks = None;
         let mut lasts_before_end = None;
         let start = if from == ReplayFrom::Last {
-            let (mut offsets, covered) = self
+            let (lasts, covered) = self
                 .last_offsets
                 .matching(first, |t| filters.iter().any(|f| f.matches(t)));
             // The cache is exact below `covered` (flushed, so readable): end there unless
-            // asked to end earlier.
+            // asked to end elsewhere.
             if req.until.is_none() {
                 end = covered;
             }
-            if offsets.iter().any(|&o| o >= end) {
+            if lasts.iter().any(|&(_, o)| o >= end) {
                 // A topic's newest event is at or past an earlier `until`: the cache does
                 // not know its last one before that. Read the log up to `end` to find the
                 // last of every matching topic (`serve_one`), then send those.
                 lasts_before_end = Some(HashMap::new());
                 first.min(end)
+            } else if end > covered {
+                // A later `until` (the live event a client saw first, not flushed yet): the
+                // cache has the last events before `covered`; read on from there to `end`,
+                // waiting for the log as any replay does, for newer ones.
+                lasts_before_end = Some(lasts.into_iter().collect());
+                covered
             } else {
+                let mut offsets: Vec<u64> = lasts.into_iter().map(|(_, o)| o).collect();
                 offsets.sort_unstable();
                 let start = offsets.first().copied().unwrap_or(end);
                 picks = Some(offsets.into());
@@ -569,7 +587,9 @@ impl ReplayService {
                 while r.next < scan_end && count < BATCH_EVENTS && body.len() < BATCH_BYTES {
                     let want = (scan_end - r.next).min((BATCH_EVENTS - count) as u64) as usize;
                     let filters = &r.filters;
-                    let next = r.reader.read_with(r.next, want, usize::MAX, |rec| {
+                    // The batch ends with the event that takes it to BATCH_BYTES.
+                    let room = BATCH_BYTES.saturating_sub(body.len()).max(1);
+                    let next = r.reader.read_with(r.next, want, room, |rec| {
                         if filters.iter().any(|f| f.matches(rec.topic)) {
                             push(&mut body, &rec);
                             count += 1;
@@ -626,9 +646,8 @@ impl ReplayService {
                     }
                 }
             })?;
-            // Nothing read: not flushed that far (cannot happen: `end` lies below a cached
-            // offset, and the cache holds flushed ones only); end where the log does, as any
-            // replay would after its wait.
+            // Nothing read: the log is not flushed that far (an `until` past it); wait a
+            // little, then end where the log does, as any replay.
             if next > r.next {
                 // Work done this round, though nothing is sent.
                 self.read_without_sending = true;

@@ -252,17 +252,17 @@ struct LastOffsetsInner {
 }
 
 impl LastOffsets {
-    /// The last offset of each topic that `wanted` accepts, if at least `first`, and the
+    /// Each topic that `wanted` accepts with its last offset, if at least `first`, and the
     /// offset the cache is complete up to (exclusive), read together.
-    pub fn matching(&self, first: u64, wanted: impl Fn(&str) -> bool) -> (Vec<u64>, u64) {
+    pub fn matching(&self, first: u64, wanted: impl Fn(&str) -> bool) -> (Vec<(String, u64)>, u64) {
         let inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let offsets = inner
+        let lasts = inner
             .by_topic
             .iter()
             .filter(|(topic, &offset)| offset >= first && wanted(topic))
-            .map(|(_, &offset)| offset)
+            .map(|(topic, &offset)| (topic.clone(), offset))
             .collect();
-        (offsets, inner.covered)
+        (lasts, inner.covered)
     }
 
     fn publish(&self, pending: &mut rustc_hash::FxHashMap<String, u64>, covered: u64) {

@@ -241,7 +241,8 @@ fn producers_idle_past_their_ttl_are_forgotten_by_rolls_and_reopens() {
 fn the_last_value_cache_follows_flushes_and_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let all = |lvc: &LastOffsets| {
-        let (mut offsets, covered) = lvc.matching(0, |_| true);
+        let (lasts, covered) = lvc.matching(0, |_| true);
+        let mut offsets: Vec<u64> = lasts.into_iter().map(|(_, o)| o).collect();
         offsets.sort_unstable();
         (offsets, covered)
     };
@@ -270,7 +271,7 @@ fn the_last_value_cache_follows_flushes_and_survives_a_reopen() {
         }
         log.flush().unwrap();
         assert_eq!(all(&lvc), (vec![3, 5, 6], 7));
-        assert_eq!(wanted(&lvc, "b"), [6]);
+        assert_eq!(wanted(&lvc, "b"), [("b".to_string(), 6)]);
         assert_eq!(
             lvc.matching(4, |_| true).0.len(),
             2,
