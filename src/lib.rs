@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use agora_bus::broker::{Broker, BrokerConfig};
+use agora_bus::broker::{loopback_port_block, Broker, BrokerConfig};
 
 /// An in-process broker on ephemeral loopback ports with a temporary data dir.
 pub struct TestBroker {
@@ -31,9 +31,13 @@ impl TestBroker {
     }
 
     /// Start a broker, letting `tweak` adjust the config (its data dir is already set).
+    ///
+    /// It listens on four loopback ports of its own ([`loopback_port_block`]: outside the
+    /// ephemeral range, so [`TestBroker::restart`] finds them free again).
     pub fn start_with(tweak: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = BrokerConfig::ephemeral(dir.path());
+        config.listen = format!("tcp://127.0.0.1:{}", loopback_port_block(4));
         tweak(&mut config);
         let broker = Broker::start(config).expect("broker starts");
         TestBroker {

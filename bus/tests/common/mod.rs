@@ -55,16 +55,8 @@ impl Drop for BrokerProcess {
     }
 }
 
-/// A loopback port with the three ports after it free too (events, space, replay), so a
-/// broker can be restarted on the same endpoints.
+/// A loopback port with the three ports after it free too (events, space, replay), outside
+/// the ephemeral range, so a broker can be restarted on the same endpoints.
 pub fn free_port() -> u16 {
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        if port < 65_000
-            && (1..=3).all(|d| std::net::TcpListener::bind(("127.0.0.1", port + d)).is_ok())
-        {
-            return port;
-        }
-    }
+    agora_bus::broker::loopback_port_block(4)
 }
