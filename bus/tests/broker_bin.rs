@@ -209,6 +209,35 @@ fn bad_flags_exit_two_with_a_message() {
 }
 
 #[test]
+fn a_closed_stderr_does_not_stop_the_broker() {
+    // A log shipper that goes away closes the broker's stderr: every log line then fails.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agora-broker"))
+        .args(["--listen", "tcp://127.0.0.1:*", "--data"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agora-broker");
+    drop(child.stderr.take());
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let endpoint = line
+        .trim()
+        .strip_prefix("agora-broker ready: ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    let mut broker = BrokerProc { child, endpoint };
+    hello(&broker.endpoint);
+    // Shutting down logs too; it must still flush and exit 0.
+    broker.signal(libc::SIGTERM);
+    assert_eq!(broker.wait_exit().code(), Some(0));
+}
+
+#[test]
 fn a_taken_port_exits_two() {
     let dir = tempfile::tempdir().expect("temp dir");
     let first = BrokerProc::start(&dir.path().join("a"));

@@ -1,7 +1,7 @@
 //! `agora-broker`: the Agora broker. With no flags it serves on `tcp://127.0.0.1:7400` with
 //! its data in `./agora-data`, and prints `agora-broker ready: <endpoint>` once it serves.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -90,11 +90,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         // Colours for a terminal only, not in a log file.
         .with_ansi(std::io::stderr().is_terminal())
+        // A closed stderr (a log shipper gone) must not stop the broker: tracing would report
+        // the failed write with `eprintln!`, which panics.
+        .log_internal_errors(false)
         .init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("agora-broker: error: {}", agora_bus::error_line(e.as_ref()));
+            let line = agora_bus::error_line(e.as_ref());
+            let _ = writeln!(std::io::stderr(), "agora-broker: error: {line}");
             ExitCode::from(2)
         }
     }
@@ -125,7 +129,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         ..BrokerConfig::default()
     };
     let broker = Broker::start(config).context("cannot start the broker")?;
-    println!("agora-broker ready: {}", broker.endpoint());
+    // Nobody may be reading stdout any more: the broker serves on regardless.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "agora-broker ready: {}", broker.endpoint());
+    let _ = stdout.flush();
     tracing::info!(
         events = broker.events_endpoint(),
         space = broker.space_endpoint().unwrap_or("-"),
