@@ -206,6 +206,19 @@ fn bad_flags_exit_two_with_a_message() {
         dir.path(),
     );
     assert!(stderr.contains("udp://y"), "names the endpoint: {stderr}");
+    // Values a broker cannot keep its promises with (each was once taken silently).
+    for (flag, value, says) in [
+        ("--events-hwm", "0", "--events-hwm"),
+        ("--max-payload", "0", "--max-payload"),
+        ("--max-payload", "40000000", "what the event log can store"),
+        ("--segment-bytes", "10", "--segment-bytes"),
+        ("--retention-bytes", "0", "--retention-bytes"),
+        ("--space-spin", "100s", "--space-spin"),
+    ] {
+        let stderr = fails_with_usage(&["--listen", "tcp://127.0.0.1:*", flag, value], dir.path());
+        assert!(stderr.contains(says), "{flag} {value}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
 }
 
 #[test]

@@ -115,7 +115,68 @@ impl Default for BrokerConfig {
     }
 }
 
+/// Smallest event log segment accepted: smaller ones make a file or three per event.
+pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
+/// Largest `space_spin` accepted: the spin is a busy wait.
+pub const MAX_SPACE_SPIN: Duration = Duration::from_millis(10);
+
 impl BrokerConfig {
+    /// The largest `max_payload` the event log can store (its records hold the topic and a
+    /// header besides the payload).
+    pub const MAX_PAYLOAD_LIMIT: usize =
+        crate::log::DEFAULT_MAX_RECORD_BYTES - crate::topic::MAX_TOPIC_LEN - 1024;
+
+    /// Refuse settings a broker cannot keep its promises with (each was accepted once and
+    /// did harm): a queue bound of 0 (libzmq: no bound, memory grows without end), payloads
+    /// the log cannot store, segments of a few bytes, a size retention of 0, a space spin
+    /// that keeps a core busy.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        let bad = |msg: String| Err(BrokerError::Config(msg));
+        if self.events_hwm < 1 {
+            return bad(format!(
+                "events_hwm (--events-hwm) is {}: it must be at least 1 message (0 would lift \
+                 the bound on each subscriber's queue)",
+                self.events_hwm
+            ));
+        }
+        if self.requests_hwm < 1 {
+            return bad(format!(
+                "requests_hwm is {}: it must be at least 1 message (0 would lift the bound on \
+                 each client's queue)",
+                self.requests_hwm
+            ));
+        }
+        if self.max_payload == 0 || self.max_payload > Self::MAX_PAYLOAD_LIMIT {
+            return bad(format!(
+                "max_payload (--max-payload) is {} bytes: it must be 1 to {} (what the event \
+                 log can store)",
+                self.max_payload,
+                Self::MAX_PAYLOAD_LIMIT
+            ));
+        }
+        if self.segment_bytes < MIN_SEGMENT_BYTES {
+            return bad(format!(
+                "segment_bytes (--segment-bytes) is {}: it must be at least {MIN_SEGMENT_BYTES}",
+                self.segment_bytes
+            ));
+        }
+        if self.retention_bytes == Some(0) {
+            return bad(
+                "retention_bytes (--retention-bytes) is 0, which would keep no events: \
+                        leave it out for no size limit"
+                    .to_string(),
+            );
+        }
+        if self.space_spin > MAX_SPACE_SPIN {
+            return bad(format!(
+                "space_spin (--space-spin) is {:?}: at most {MAX_SPACE_SPIN:?} (it is a busy \
+                 wait; longer keeps a core busy after every request)",
+                self.space_spin
+            ));
+        }
+        Ok(())
+    }
+
     /// A config that listens on an ephemeral loopback port with the given data dir: what
     /// tests and embedded brokers want.
     pub fn ephemeral(data_dir: impl Into<PathBuf>) -> BrokerConfig {
@@ -153,6 +214,9 @@ pub enum BrokerError {
     Space(#[from] agora_tuplespace::Error),
     #[error("event log: {0}")]
     Log(#[from] crate::log::LogError),
+    /// A setting the broker refuses (see [`BrokerConfig::validate`]).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A running broker. Dropping it shuts it down.
@@ -171,6 +235,7 @@ pub struct Broker {
 impl Broker {
     /// Bind the sockets and start serving on a new thread.
     pub fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        config.validate()?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::DataDir {
             path: config.data_dir.clone(),
             source,
