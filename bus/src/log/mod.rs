@@ -131,6 +131,12 @@ pub enum LogError {
 
 /// Name of the lock file that keeps two writers out of one log directory.
 pub const LOCK_FILE: &str = "LOCK";
+/// Subdirectory of the log directory where recovery moves what it cuts off (see
+/// [`Recovery::quarantined`]). Nothing in it is read or removed by the broker.
+pub const QUARANTINE_DIR: &str = "quarantine";
+/// Cut-offs larger than this are logged as errors (a crash tears at most the unsynced tail;
+/// more than this is damage to look at), smaller ones as warnings.
+const QUIET_TRUNCATION_BYTES: u64 = 1 << 20;
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LogError + 'a {
     move |source| LogError::Io {
@@ -192,6 +198,10 @@ pub struct Recovery {
     pub truncated_at: Option<(PathBuf, u64)>,
     /// Why the data was truncated (empty when nothing was).
     pub truncation_reasons: Vec<String>,
+    /// Where the truncated data went: nothing recovery cuts off is deleted. The tail of a
+    /// segment is copied into a file of its own, later segments are moved, all under
+    /// `<log dir>/quarantine/`, for an operator to inspect (or replay by hand).
+    pub quarantined: Vec<PathBuf>,
     /// Last per-topic sequence number.
     pub last_seq_by_topic: HashMap<String, u64>,
     /// Offset of the last event per topic (for the last-value cache).
@@ -357,6 +367,13 @@ fn remove_segment_files(dir: &Path, base: u64) -> Result<(), LogError> {
     remove_if_exists(&segment::segment_path(dir, base))?;
     remove_if_exists(&segment::idx_path(dir, base))?;
     remove_if_exists(&segment::state_path(dir, base))
+}
+
+/// fsync a directory, so the names created, renamed or removed in it are on disk.
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync", dir))
 }
 
 fn file_len(path: &Path) -> Result<u64, LogError> {
@@ -591,14 +608,33 @@ impl EventLog {
         reason: String,
         recovery: &mut Recovery,
     ) -> Result<(), LogError> {
-        tracing::warn!(%reason, "event log: truncating torn or corrupt data");
-        let mut removed = file_len(path)?.saturating_sub(pos);
+        let tail = file_len(path)?.saturating_sub(pos);
+        let mut removed = tail;
         if recovery.truncated_at.is_none() {
             recovery.truncated_at = Some((path.to_path_buf(), pos));
         }
-        recovery.truncation_reasons.push(reason);
+        let quarantine = dir.join(QUARANTINE_DIR);
+        fs::create_dir_all(&quarantine).map_err(io_err("create", &quarantine))?;
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut kept = Vec::new();
         let first = bases.first().copied().unwrap_or(0);
         let is_oldest = list_segments(dir)?.first() == Some(&first);
+        // The cut-off tail first, into a file of its own, synced before anything is cut.
+        if tail > 0 {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("segment");
+            let dest = quarantine.join(format!("{stamp}-{name}-from-byte-{pos}"));
+            let mut src = File::open(path).map_err(io_err("open", path))?;
+            io::Seek::seek(&mut src, io::SeekFrom::Start(pos)).map_err(io_err("seek", path))?;
+            let mut out = File::create(&dest).map_err(io_err("create", &dest))?;
+            io::copy(&mut src, &mut out).map_err(io_err("copy to", &dest))?;
+            out.sync_all().map_err(io_err("fsync", &dest))?;
+            kept.push(dest);
+        }
         if pos == 0 && !is_oldest {
             remove_segment_files(dir, first)?;
         } else {
@@ -613,9 +649,32 @@ impl EventLog {
         for &base in bases.iter().skip(1) {
             let p = segment::segment_path(dir, base);
             removed += file_len(&p)?;
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("segment");
+            let dest = quarantine.join(format!("{stamp}-{name}"));
+            fs::rename(&p, &dest).map_err(io_err("move to quarantine", &p))?;
+            kept.push(dest);
             remove_segment_files(dir, base)?;
         }
+        if !kept.is_empty() {
+            sync_dir(&quarantine)?;
+        }
+        sync_dir(dir)?;
         recovery.truncated_bytes += removed;
+        let kept_in = quarantine.display().to_string();
+        if removed > QUIET_TRUNCATION_BYTES {
+            tracing::error!(
+                %reason, bytes = removed, kept_in,
+                "event log: corrupt data; everything from there on is cut off (more than a \
+                 crash can tear) and moved to quarantine"
+            );
+        } else {
+            tracing::warn!(
+                %reason, bytes = removed, kept_in,
+                "event log: truncating torn or corrupt data (moved to quarantine)"
+            );
+        }
+        recovery.truncation_reasons.push(reason);
+        recovery.quarantined.extend(kept);
         Ok(())
     }
 

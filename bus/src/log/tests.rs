@@ -395,13 +395,20 @@ fn flipped_byte_in_last_segment_is_truncated() {
     let pos = position_of(&last, victim);
     let mut bytes = fs::read(&last).unwrap();
     bytes[pos as usize + 8 + 30] ^= 0x40; // inside the body
-    fs::write(&last, bytes).unwrap();
+    fs::write(&last, &bytes).unwrap();
 
     let (mut log, rec) = EventLog::open(dir.path(), small()).unwrap();
     assert_eq!(rec.next_offset, victim);
     assert_eq!(rec.truncated_bytes, len - pos);
     assert_eq!(rec.truncated_at, Some((last.clone(), pos)));
     assert!(rec.truncation_reasons[0].contains("checksum mismatch"));
+    // Nothing cut off is lost: the tail is in quarantine, byte for byte.
+    assert_eq!(rec.quarantined.len(), 1);
+    assert!(rec.quarantined[0].starts_with(dir.path().join(QUARANTINE_DIR)));
+    assert_eq!(
+        fs::read(&rec.quarantined[0]).unwrap(),
+        &bytes[pos as usize..]
+    );
     append_n(&mut log, 3);
     log.flush().unwrap();
     let all = read_all(&mut log.reader(), 0);
@@ -453,10 +460,22 @@ fn corruption_in_an_older_segment() {
         verify_on_open: true,
         ..small()
     };
+    let later: Vec<Vec<u8>> = files[2..].iter().map(|f| fs::read(f).unwrap()).collect();
     let (mut log, rec) = EventLog::open(dir.path(), opts).unwrap();
     assert_eq!(rec.next_offset, victim);
     assert_eq!(rec.truncated_bytes, total - keep);
     assert_eq!(rec.truncated_at, Some((older.clone(), pos)));
+    // The segment's tail and every later segment, whole, are in quarantine.
+    assert_eq!(rec.quarantined.len(), 1 + later.len());
+    let kept: u64 = rec
+        .quarantined
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .sum();
+    assert_eq!(kept, total - keep);
+    for (moved, bytes) in rec.quarantined[1..].iter().zip(&later) {
+        assert_eq!(&fs::read(moved).unwrap(), bytes);
+    }
     assert_eq!(segment_files(dir.path()).len(), 2);
     // State was rebuilt from before the corruption.
     let expect_ab = (0..victim).filter(|i| i % 3 == 0).count() as u64;
