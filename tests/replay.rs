@@ -396,3 +396,66 @@ async fn without_healing_gaps_are_reported() {
     );
     assert_eq!(sub.healed(), 0);
 }
+
+#[tokio::test]
+async fn a_durable_subscription_resumes_past_retention_and_says_what_it_missed() {
+    let mut broker = TestBroker::start_with(|c| c.segment_bytes = 64 << 10);
+    let client = Client::connect(&broker.endpoint()).await.unwrap();
+    // Created at the beginning; nothing is ever acknowledged.
+    drop(
+        client
+            .durable_raw_from("slowpoke", &["ret.>"], ReplayFrom::Beginning)
+            .await
+            .unwrap(),
+    );
+    let pad = vec![0u8; 200];
+    for i in 0..3000u64 {
+        let mut payload = i.to_le_bytes().to_vec();
+        payload.extend_from_slice(&pad);
+        client
+            .publish_raw("ret.x", payload, ContentType::Raw)
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    drop(client);
+    // Back with a size limit that leaves only the last segments.
+    broker.restart(|c| {
+        c.segment_bytes = 64 << 10;
+        c.retention_bytes = Some(128 << 10);
+    });
+    let client = Client::connect(&broker.endpoint()).await.unwrap();
+    // The oldest event left, once retention has run (with the first stats tick).
+    let deadline = std::time::Instant::now() + T;
+    let first = loop {
+        let mut sub = client
+            .subscribe_raw_from("ret.>", ReplayFrom::Beginning)
+            .await
+            .unwrap();
+        let first = next(&mut sub).await.unwrap().offset();
+        if first > 0 {
+            break first;
+        }
+        assert!(std::time::Instant::now() < deadline, "retention never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    let mut sub = client
+        .durable_raw_from("slowpoke", &["ret.>"], ReplayFrom::Beginning)
+        .await
+        .unwrap();
+    // Never silent: the loss comes first, then what is left, in order.
+    match next(&mut sub).await {
+        Err(Error::Expired { missed }) => assert_eq!(missed, first),
+        other => panic!("expected Expired, got {other:?}"),
+    }
+    for offset in first..first + 10 {
+        let ev = next(&mut sub).await.unwrap();
+        assert_eq!((ev.offset(), num8(&ev)), (offset, offset));
+    }
+}
+
+/// The first 8 payload bytes as a u64 LE.
+fn num8(ev: &agora::RawEvent) -> u64 {
+    u64::from_le_bytes(ev.payload()[..8].try_into().expect("8 bytes"))
+}

@@ -715,6 +715,15 @@ pub struct ReplayStart {
     pub start: u64,
     /// It ends before this offset.
     pub end: u64,
+    /// A durable subscription whose cursor retention has passed resumes at the log's first
+    /// offset: this many events between its cursor and there are gone (0, and left out of
+    /// the map, otherwise).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub expired: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Append one event to a replay batch body: `[u32 LE length][event frame]`.

@@ -548,6 +548,10 @@ impl Client {
     /// (use [`Client::durable_from`] to start elsewhere). Delivery is at least once: events
     /// delivered but not acknowledged before a crash or disconnect come again.
     ///
+    /// If retention removed events the subscription had not acknowledged, the stream starts
+    /// with an [`Error::Expired`] item saying how many, then goes on from the oldest event
+    /// left.
+    ///
     /// A name is one cursor, not a work queue: two programs that open the same name each get
     /// every event, and their acks move the one cursor. To share the work, use
     /// [`Client::queue_subscribe`] (or the tuple space, for delivery that survives a crash).
@@ -625,16 +629,19 @@ impl Client {
             durable: durable.clone(),
         })?;
         // Wait for the broker's answer, so a bad request fails here and not in the stream.
-        match std::future::poll_fn(|cx| feed.poll_msg(cx)).await {
-            ReplayMsg::Started => {}
+        let expired = match std::future::poll_fn(|cx| feed.poll_msg(cx)).await {
+            ReplayMsg::Started { expired } => expired,
             ReplayMsg::Failed(e) => return Err(e),
             _ => {
                 return Err(Error::Protocol(protocol::ProtocolError::Body(
                     "replay data before the replay was accepted".into(),
                 )))
             }
-        }
+        };
         sub.begin_replay(feed, strings, durable);
+        if expired > 0 {
+            sub.report_expired(expired);
+        }
         Ok(sub)
     }
 }

@@ -88,6 +88,14 @@ pub enum Error {
         /// where the topic is: one past its latest event).
         got: u64,
     },
+    /// A durable subscription resumed after retention had removed events it had not
+    /// acknowledged: the stream starts with this item, then goes on from the oldest event
+    /// left. Never silent; nothing can bring those events back.
+    #[error("missed {missed} event(s): retention removed them from the broker's log before this durable subscription resumed")]
+    Expired {
+        /// How many offsets between the subscription's cursor and the log's start are gone.
+        missed: u64,
+    },
     /// A reply or event broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(agora_bus::protocol::ProtocolError),

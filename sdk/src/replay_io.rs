@@ -29,8 +29,9 @@ pub(crate) const REPLAY_CREDIT: u32 = 8;
 
 /// What a replay delivers to its consumer.
 pub(crate) enum ReplayMsg {
-    /// The broker accepted the replay.
-    Started,
+    /// The broker accepted the replay; `expired` events before it are gone (a durable
+    /// subscription resumed past retention).
+    Started { expired: u64 },
     /// Matching events (possibly none: the broker reports progress through a long stretch
     /// of the log that does not match).
     Batch { events: Vec<WireEvent> },
@@ -341,7 +342,7 @@ impl ReplayThread {
                     r.started = true;
                     let body0 = body.first().map(|f| &f[..]).unwrap_or(&[]);
                     match protocol::decode_cbor_body::<ReplayStart>(body0) {
-                        Ok(_) => (ReplayMsg::Started, false),
+                        Ok(s) => (ReplayMsg::Started { expired: s.expired }, false),
                         Err(e) => (ReplayMsg::Failed(e.into()), true),
                     }
                 }

@@ -224,6 +224,11 @@ impl RawSubscription {
         self.durable = durable;
     }
 
+    /// Start the stream with an [`Error::Expired`] item (never silent).
+    pub(crate) fn report_expired(&mut self, missed: u64) {
+        self.ready.push_back(Err(Error::Expired { missed }));
+    }
+
     /// A queue-group member gets only its share of each topic: sequence jumps are expected.
     pub(crate) fn without_gap_checks(mut self) -> RawSubscription {
         self.check_gaps = false;
@@ -383,7 +388,7 @@ impl RawSubscription {
             Poll::Ready(m) => m,
         };
         match msg {
-            ReplayMsg::Started => {}
+            ReplayMsg::Started { .. } => {}
             ReplayMsg::Batch { events } => {
                 for ev in events {
                     let seq = ev.layout.meta.seq;
@@ -463,7 +468,7 @@ impl RawSubscription {
             Poll::Ready(m) => m,
         };
         match msg {
-            ReplayMsg::Started => {}
+            ReplayMsg::Started { .. } => {}
             ReplayMsg::Batch { events } => {
                 for ev in events {
                     self.accept_replayed(ev);

@@ -305,14 +305,7 @@ impl Dispatcher {
                 ..LogOptions::default()
             },
         )?;
-        if recovery.truncated_bytes > 0 {
-            tracing::warn!(
-                bytes = recovery.truncated_bytes,
-                at = ?recovery.truncated_at,
-                "event log had a torn or corrupt tail; truncated: {}",
-                recovery.truncation_reasons.join("; ")
-            );
-        }
+        // (A truncation in recovery was logged by the log, with where the bytes went.)
         tracing::info!(
             dir = %log_dir.display(),
             first_offset = recovery.first_offset,
@@ -402,7 +395,9 @@ impl Dispatcher {
             forward_in_place: None,
             uncommitted: false,
             last_commit: now,
-            last_retention: now,
+            // Retention's first pass comes with the first stats tick: a restart with a
+            // tighter limit applies it at once.
+            last_retention: now.checked_sub(Duration::from_secs(10)).unwrap_or(now),
             last_producer_sweep: now,
             subscriptions: HashMap::new(),
             subscription_count: 0,

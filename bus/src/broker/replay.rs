@@ -390,6 +390,7 @@ impl ReplayService {
         let first = self.reader.first_offset();
         let mut end = req.until.unwrap_or(log_end);
         let mut from = req.from;
+        let mut expired = 0;
         if let Some(name) = &req.durable {
             if !protocol::valid_durable_name(name) {
                 let msg = format!(
@@ -399,6 +400,12 @@ impl ReplayService {
                 return self.error(&peer, ErrorCode::BadRequest, &msg);
             }
             match self.cursors.map.get(name) {
+                // Retention passed the cursor: resume at what is left, saying how much is
+                // gone (stuck on TRUNCATED, the subscription could never resume).
+                Some(&c) if c < first => {
+                    expired = first - c;
+                    from = ReplayFrom::Offset(first);
+                }
                 Some(&c) => from = ReplayFrom::Offset(c),
                 None if req.from == ReplayFrom::Last => {
                     let msg = format!(
@@ -458,7 +465,11 @@ impl ReplayService {
                 Err((code, msg)) => return self.error(&peer, code, &msg),
             }
         };
-        let reply = protocol::encode_cbor_body(&ReplayStart { start, end });
+        let reply = protocol::encode_cbor_body(&ReplayStart {
+            start,
+            end,
+            expired,
+        });
         self.ok(&peer, &[&reply]);
         self.replays.push_back(Replay {
             identity: peer.identity,

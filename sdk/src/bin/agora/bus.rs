@@ -240,7 +240,9 @@ pub async fn subscribe(broker: &str, args: SubArgs) -> anyhow::Result<Outcome> {
                 }
                 seen += 1;
             }
-            Some(Err(e @ Error::Gap { .. })) => eprintln!("agora: warning: {e}"),
+            Some(Err(e @ (Error::Gap { .. } | Error::Expired { .. }))) => {
+                eprintln!("agora: warning: {e}")
+            }
             Some(Err(e)) => return Err(e.into()),
             None => bail!("the subscription ended"),
         }
