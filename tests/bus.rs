@@ -410,6 +410,32 @@ async fn clients_reconnect_after_a_broker_restart() {
     publisher.flush().await.unwrap();
 }
 
+#[tokio::test]
+async fn publishing_to_a_broker_that_is_gone_times_out_instead_of_hanging() {
+    let broker = TestBroker::start();
+    let options = ClientOptions {
+        request_timeout: Duration::from_millis(300),
+        ..ClientOptions::default()
+    };
+    let client = Client::connect_with(&broker.endpoint(), options)
+        .await
+        .unwrap();
+    client.publish_acked("gone.x", &0u32).await.unwrap();
+    drop(broker);
+    // Fire-and-forget publishes fill the client's queues, then one waits 300 ms and fails.
+    let outcome = timeout(Duration::from_secs(20), async {
+        for n in 1u64.. {
+            if let Err(e) = client.publish("gone.x", &n).await {
+                return e;
+            }
+        }
+        unreachable!()
+    })
+    .await
+    .expect("a publish fails within 20 s");
+    assert!(matches!(outcome, Error::Timeout { .. }), "{outcome}");
+}
+
 /// A process that an app (or the broker's host) starts inherits none of the sockets, event
 /// fds or epoll sets of the broker or of a client: libzmq opens them close-on-exec. (The zmq
 /// crate's build of libzmq left that out on Linux until `.cargo/config.toml` gave it the

@@ -205,7 +205,10 @@ impl Client {
     /// Returns once the event is queued for the broker (fire-and-forget). The topic and size
     /// are checked here; anything the broker still refuses is reported by [`Client::flush`].
     /// Queued events leave from the client's I/O thread: a program about to exit calls
-    /// [`Client::flush`] first, or what is still queued dies with the process.
+    /// [`Client::flush`] first, or what is still queued dies with the process. While the
+    /// broker pushes back (or is gone) the queue fills and this waits; after
+    /// [`ClientOptions::request_timeout`] of that it fails with [`Error::Timeout`], and the
+    /// event was not queued (so sending it again publishes it once).
     pub async fn publish<T: Serialize + ?Sized>(&self, topic: &str, event: &T) -> Result<()> {
         // Encode straight into the publish frame: one allocation, no copy.
         let frame = self.publish_frame(topic, None, |buf| {
@@ -346,16 +349,18 @@ impl Client {
     }
 
     async fn send_publish(&self, frame: Vec<u8>, content_type: ContentType) -> Result<()> {
+        let publish = Command::Request {
+            op: Op::Publish,
+            flags: FLAG_ROOM,
+            content_type: content_type as u8,
+            frames: vec![frame],
+            reply: None,
+            timeout: None,
+        };
+        let limit = self.inner.options.request_timeout;
         self.inner
             .io
-            .send(Command::Request {
-                op: Op::Publish,
-                flags: FLAG_ROOM,
-                content_type: content_type as u8,
-                frames: vec![frame],
-                reply: None,
-                timeout: None,
-            })
+            .send_within(publish, limit, "publish (the broker is taking no events)")
             .await
     }
 

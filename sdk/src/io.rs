@@ -129,6 +129,37 @@ impl IoHandle {
         Ok(())
     }
 
+    /// [`IoHandle::send`], giving up after `limit` if the queue stays full (the broker takes
+    /// nothing: gone, or pushing back that long). Then nothing was queued: `Timeout`.
+    pub(crate) async fn send_within(
+        &self,
+        cmd: Command,
+        limit: Duration,
+        what: &'static str,
+    ) -> Result<()> {
+        // No timer on the fast path: most sends find room.
+        let cmd = match self.tx.try_send(cmd) {
+            Ok(()) => {
+                self.ring();
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
+            Err(mpsc::error::TrySendError::Full(cmd)) => cmd,
+        };
+        self.ring();
+        match tokio::time::timeout(limit, self.tx.send(cmd)).await {
+            Ok(Ok(())) => {
+                self.ring();
+                Ok(())
+            }
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(Error::Timeout {
+                what,
+                timeout: limit,
+            }),
+        }
+    }
+
     /// Queue a command without waiting (used from `Drop`).
     pub(crate) fn try_send(&self, cmd: Command) {
         if self.tx.try_send(cmd).is_ok() {

@@ -153,8 +153,14 @@ pub async fn publish(broker: &str, args: PubArgs) -> anyhow::Result<Outcome> {
             }
         };
         let Some(result) = done else { break };
-        if let Some(at) = result? {
-            last = Some(at);
+        match result {
+            Ok(at) => last = at.or(last),
+            // Say how far it got before the error (the broker went away, say).
+            Err(e) => {
+                let gone = if args.confirm { "confirmed" } else { "sent" };
+                eprintln!("{sent} of {} event(s) {gone} to {}", args.count, args.topic);
+                return Err(e.into());
+            }
         }
         sent += 1;
         if stopped {
