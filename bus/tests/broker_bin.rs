@@ -206,6 +206,11 @@ fn bad_flags_exit_two_with_a_message() {
         dir.path(),
     );
     assert!(stderr.contains("udp://y"), "names the endpoint: {stderr}");
+    // A file where the data dir should be.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let stderr = fails_with_usage(&["--listen", "tcp://127.0.0.1:*"], &file);
+    assert!(stderr.contains("is not a directory"), "{stderr}");
     // Values a broker cannot keep its promises with (each was once taken silently).
     for (flag, value, says) in [
         ("--events-hwm", "0", "--events-hwm"),

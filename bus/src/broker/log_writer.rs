@@ -255,16 +255,12 @@ fn run(
             Work::Flush(reply) => {
                 let _ = reply.send(log.flush());
             }
-            Work::Retention => match log.enforce_retention(SystemTime::now()) {
-                Ok(r) if r.segments_removed > 0 => tracing::info!(
-                    segments = r.segments_removed,
-                    bytes = r.bytes_removed,
-                    first_offset = r.first_offset,
-                    "retention removed old segments"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::error!("retention failed: {e}"),
-            },
+            // The log says what retention removed.
+            Work::Retention => {
+                if let Err(e) = log.enforce_retention(SystemTime::now()) {
+                    tracing::error!("retention failed: {e}");
+                }
+            }
             Work::Finish(reply) => {
                 let _ = reply.send(log.sync());
                 return;

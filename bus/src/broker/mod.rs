@@ -236,6 +236,12 @@ impl Broker {
     /// Bind the sockets and start serving on a new thread.
     pub fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         config.validate()?;
+        if config.data_dir.exists() && !config.data_dir.is_dir() {
+            return Err(BrokerError::DataDir {
+                path: config.data_dir.clone(),
+                source: std::io::Error::other("it is not a directory"),
+            });
+        }
         std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::DataDir {
             path: config.data_dir.clone(),
             source,
