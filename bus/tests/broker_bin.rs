@@ -32,13 +32,18 @@ impl BrokerProc {
 
     /// [`BrokerProc::start`] with more flags.
     fn start_with(data: &Path, flags: &[&str]) -> BrokerProc {
+        BrokerProc::start_logging_to(data, flags, Stdio::null())
+    }
+
+    /// [`BrokerProc::start_with`], its log (stderr) going to `stderr`.
+    fn start_logging_to(data: &Path, flags: &[&str], stderr: Stdio) -> BrokerProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_agora-broker"))
             .args(["--listen", "tcp://127.0.0.1:*", "--data"])
             .arg(data)
             .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn agora-broker");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -230,25 +235,8 @@ fn bad_flags_exit_two_with_a_message() {
 fn a_closed_stderr_does_not_stop_the_broker() {
     // A log shipper that goes away closes the broker's stderr: every log line then fails.
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agora-broker"))
-        .args(["--listen", "tcp://127.0.0.1:*", "--data"])
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn agora-broker");
-    drop(child.stderr.take());
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    let endpoint = line
-        .trim()
-        .strip_prefix("agora-broker ready: ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    let mut broker = BrokerProc { child, endpoint };
+    let mut broker = BrokerProc::start_logging_to(dir.path(), &[], Stdio::piped());
+    drop(broker.child.stderr.take());
     hello(&broker.endpoint);
     // Shutting down logs too; it must still flush and exit 0.
     broker.signal(libc::SIGTERM);
