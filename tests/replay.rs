@@ -432,9 +432,15 @@ async fn a_durable_subscription_resumes_past_retention_and_says_what_it_missed()
             .subscribe_raw_from("ret.>", ReplayFrom::Beginning)
             .await
             .unwrap();
-        let first = next(&mut sub).await.unwrap().offset();
-        if first > 0 {
-            break first;
+        match next(&mut sub).await {
+            Ok(ev) if ev.offset() > 0 => break ev.offset(),
+            Ok(_) => {}
+            // Retention removed what this replay was about to read: it runs now.
+            Err(Error::Broker {
+                code: agora::ErrorCode::Truncated,
+                ..
+            }) => {}
+            Err(e) => panic!("{e}"),
         }
         assert!(std::time::Instant::now() < deadline, "retention never ran");
         tokio::time::sleep(Duration::from_millis(20)).await;
