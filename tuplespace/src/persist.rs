@@ -23,8 +23,10 @@
 //!
 //! Load the snapshot, replay the WAL generations it does not cover in order (OUT inserts,
 //! REMOVE deletes; replay is idempotent). A record that is cut short or fails its CRC ends its
-//! file: the file is truncated there (a torn tail from a crash) and a warning is logged. Then
-//! a fresh snapshot is written and old generations are deleted.
+//! file: the file is truncated there (a torn tail from a crash), what is cut off is kept in
+//! `quarantine/` beside it (never deleted), and a warning is logged (an error past 1 MiB:
+//! more than a crash tears). Then a fresh snapshot is written and old generations are
+//! deleted.
 //!
 //! # Durability
 //!
@@ -139,6 +141,8 @@ pub struct RecoveryReport {
     pub records: usize,
     /// Bytes cut off torn or corrupt WAL tails.
     pub truncated_bytes: u64,
+    /// Where those bytes were kept (`<dir>/quarantine/...`), one file per cut.
+    pub quarantined: Vec<PathBuf>,
 }
 
 fn wal_name(gen: u64) -> String {
@@ -545,11 +549,34 @@ pub fn open(dir: &Path, options: &PersistOptions) -> Result<(Arc<Store>, Recover
         let (records, valid) = read_records(&bytes);
         if valid < bytes.len() {
             let cut = (bytes.len() - valid) as u64;
-            tracing::warn!(
-                "space WAL {}: torn or corrupt tail, truncating {cut} byte(s) at offset {valid}",
-                path.display()
-            );
+            // Keep what is cut off (synced) before cutting: it may hold acknowledged tuples.
+            let quarantine = dir.join("quarantine");
+            fs::create_dir_all(&quarantine)?;
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let kept = quarantine.join(format!("{stamp}-{}-from-byte-{valid}", wal_name(g)));
+            let mut out = File::create(&kept)?;
+            out.write_all(&bytes[valid..])?;
+            out.sync_all()?;
+            File::open(&quarantine)?.sync_all()?;
+            if cut > 1 << 20 {
+                tracing::error!(
+                    "space WAL {}: corrupt at offset {valid}; {cut} byte(s) after it (more than \
+                     a crash tears) cut off and kept in {}",
+                    path.display(),
+                    kept.display()
+                );
+            } else {
+                tracing::warn!(
+                    "space WAL {}: torn or corrupt tail, truncating {cut} byte(s) at offset \
+                     {valid} (kept in {})",
+                    path.display(),
+                    kept.display()
+                );
+            }
             report.truncated_bytes += cut;
+            report.quarantined.push(kept);
             let f = OpenOptions::new().write(true).open(&path)?;
             f.set_len(valid as u64)?;
             f.sync_all()?;
@@ -750,6 +777,12 @@ mod tests {
         drop(f);
         let (store, report) = open(dir.path(), &opts(FsyncPolicy::Always)).unwrap();
         assert_eq!(report.truncated_bytes, (rec.len() / 2) as u64);
+        // Kept, byte for byte, in quarantine.
+        assert_eq!(report.quarantined.len(), 1);
+        assert_eq!(
+            fs::read(&report.quarantined[0]).unwrap(),
+            &rec[..rec.len() / 2]
+        );
         let space = Space::from_store(store);
         assert_eq!(space.dump(None), vec![t(0), t(1), t(2)]);
         space.out(t(3)).unwrap();
