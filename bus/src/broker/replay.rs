@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::BrokerError;
-use crate::log::{LastOffsets, LogError, LogReader};
+use crate::log::{LastOffsets, LogError, LogReader, Record};
 use crate::protocol::{
     self, ErrorCode, Header, Meta, Op, ProtocolError, ReplayFrom, ReplayRequest, ReplayStart,
     KIND_EVENT,
@@ -80,6 +80,32 @@ struct Replay {
 }
 
 impl Replay {
+    /// Read on from `next` (at most `want` records, stopping past `max_bytes`), handing each
+    /// record that matches the filters to `each`. Returns whether anything was read. When
+    /// nothing was, `end` lies past the flushed log: the replay waits for the log until
+    /// `wait_until`, then ends where the log does (an `until` beyond it is clamped).
+    fn read_matching(
+        &mut self,
+        want: usize,
+        max_bytes: usize,
+        mut each: impl FnMut(&Record<'_>),
+    ) -> Result<bool, LogError> {
+        let filters = &self.filters;
+        let next = self.reader.read_with(self.next, want, max_bytes, |rec| {
+            if filters.iter().any(|f| f.matches(rec.topic)) {
+                each(&rec);
+            }
+        })?;
+        if next == self.next {
+            if Instant::now() >= self.wait_until {
+                self.end = self.next;
+            }
+            return Ok(false);
+        }
+        self.next = next;
+        Ok(true)
+    }
+
     fn done(&self) -> bool {
         if self.lasts_before_end.is_some() {
             return false;
@@ -597,24 +623,15 @@ impl ReplayService {
                 let scan_end = r.end.min(r.next.saturating_add(BATCH_SCAN));
                 while r.next < scan_end && count < BATCH_EVENTS && body.len() < BATCH_BYTES {
                     let want = (scan_end - r.next).min((BATCH_EVENTS - count) as u64) as usize;
-                    let filters = &r.filters;
                     // The batch ends with the event that takes it to BATCH_BYTES.
                     let room = BATCH_BYTES.saturating_sub(body.len()).max(1);
-                    let next = r.reader.read_with(r.next, want, room, |rec| {
-                        if filters.iter().any(|f| f.matches(rec.topic)) {
-                            push(&mut body, &rec);
-                            count += 1;
-                        }
+                    let read = r.read_matching(want, room, |rec| {
+                        push(&mut body, rec);
+                        count += 1;
                     })?;
-                    if next == r.next {
-                        // `end` is past the flushed log: wait a little for the dispatcher's
-                        // flush, then end here (an `until` beyond the log is clamped).
-                        if Instant::now() >= r.wait_until {
-                            r.end = r.next;
-                        }
+                    if !read {
                         break;
                     }
-                    r.next = next;
                 }
             }
         }
@@ -640,35 +657,24 @@ impl ReplayService {
     /// matching topic (at most [`BATCH_SCAN`] records). Returns whether the read is over; the
     /// replay then sends what it found, in offset order.
     fn find_lasts_before_end(&mut self, r: &mut Replay) -> Result<bool, LogError> {
-        let Some(lasts) = r.lasts_before_end.as_mut() else {
+        let Some(mut lasts) = r.lasts_before_end.take() else {
             return Ok(true);
         };
         let scan_end = r.end.min(r.next.saturating_add(BATCH_SCAN));
         if r.next < scan_end {
-            let filters = &r.filters;
             let want = (scan_end - r.next) as usize;
-            let next = r.reader.read_with(r.next, want, usize::MAX, |rec| {
-                if filters.iter().any(|f| f.matches(rec.topic)) {
-                    match lasts.get_mut(rec.topic) {
-                        Some(offset) => *offset = rec.offset,
-                        None => {
-                            lasts.insert(rec.topic.to_owned(), rec.offset);
-                        }
-                    }
+            let read = r.read_matching(want, usize::MAX, |rec| match lasts.get_mut(rec.topic) {
+                Some(offset) => *offset = rec.offset,
+                None => {
+                    lasts.insert(rec.topic.to_owned(), rec.offset);
                 }
             })?;
-            // Nothing read: the log is not flushed that far (an `until` past it); wait a
-            // little, then end where the log does, as any replay.
-            if next > r.next {
+            if read {
                 // Work done this round, though nothing is sent.
                 self.read_without_sending = true;
-            } else if Instant::now() < r.wait_until {
-                return Ok(false);
-            } else {
-                r.end = r.next;
             }
-            r.next = next;
             if r.next < r.end {
+                r.lasts_before_end = Some(lasts);
                 return Ok(false);
             }
         }
@@ -676,7 +682,6 @@ impl ReplayService {
         offsets.sort_unstable();
         r.next = offsets.first().copied().unwrap_or(r.end);
         r.picks = Some(offsets.into());
-        r.lasts_before_end = None;
         Ok(true)
     }
 
