@@ -456,11 +456,7 @@ pub(crate) fn send_routed(
 pub fn loopback_port_block(count: u16) -> u16 {
     use std::sync::Mutex;
     static HANDED_OUT: Mutex<Vec<(u16, u16)>> = Mutex::new(Vec::new());
-    // `low high` of the ephemeral range; Linux's default low end if unreadable.
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
+    let ephemeral_low = ephemeral_port_low();
     let bottom: u16 = 10_000.min(ephemeral_low / 2);
     let top = ephemeral_low.saturating_sub(count);
     let span = u32::from(top.saturating_sub(bottom)).max(1);
@@ -483,6 +479,15 @@ pub fn loopback_port_block(count: u16) -> u16 {
         }
     }
     panic!("no {count} free loopback ports between {bottom} and {ephemeral_low}");
+}
+
+/// The lowest port the kernel gives outgoing connections (`low high` in
+/// `ip_local_port_range`; Linux's default if unreadable).
+fn ephemeral_port_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Derive a sibling endpoint from the request endpoint: same transport and host, the port
@@ -519,10 +524,7 @@ mod tests {
 
     #[test]
     fn port_blocks_are_free_below_the_ephemeral_range_and_never_handed_out_twice() {
-        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(32_768);
+        let low = ephemeral_port_low();
         let mut blocks: Vec<u16> = (0..50).map(|_| loopback_port_block(4)).collect();
         for &b in &blocks {
             assert!(b + 4 <= low, "{b} below the ephemeral range ({low})");
