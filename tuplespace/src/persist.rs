@@ -145,6 +145,39 @@ pub struct RecoveryReport {
     pub quarantined: Vec<PathBuf>,
 }
 
+/// Where recovery keeps what it cuts off, under the directory of the files it repairs (the
+/// space's and the event log's). Nothing in it is read or removed again.
+pub const QUARANTINE_DIR: &str = "quarantine";
+/// A cut larger than this is more than a crash tears (the unsynced tail): recoveries log it
+/// as an error, smaller ones as a warning.
+pub const QUIET_CUT_BYTES: u64 = 1 << 20;
+
+/// A new name for cut-off data called `name` in `dir`'s quarantine (created if missing):
+/// `<dir>/quarantine/<unix seconds>-<name>`.
+pub fn quarantine_path(dir: &Path, name: &str) -> std::io::Result<PathBuf> {
+    let quarantine = dir.join(QUARANTINE_DIR);
+    fs::create_dir_all(&quarantine)?;
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Ok(quarantine.join(format!("{stamp}-{name}")))
+}
+
+/// Keep what `data` yields in a new quarantine file (see [`quarantine_path`]), synced with
+/// its directory before this returns, so the original may be cut.
+pub fn keep_in_quarantine(
+    dir: &Path,
+    name: &str,
+    mut data: impl std::io::Read,
+) -> std::io::Result<PathBuf> {
+    let kept = quarantine_path(dir, name)?;
+    let mut out = File::create(&kept)?;
+    std::io::copy(&mut data, &mut out)?;
+    out.sync_all()?;
+    File::open(dir.join(QUARANTINE_DIR))?.sync_all()?;
+    Ok(kept)
+}
+
 fn wal_name(gen: u64) -> String {
     format!("space-wal-{gen:020}.log")
 }
@@ -549,18 +582,10 @@ pub fn open(dir: &Path, options: &PersistOptions) -> Result<(Arc<Store>, Recover
         let (records, valid) = read_records(&bytes);
         if valid < bytes.len() {
             let cut = (bytes.len() - valid) as u64;
-            // Keep what is cut off (synced) before cutting: it may hold acknowledged tuples.
-            let quarantine = dir.join("quarantine");
-            fs::create_dir_all(&quarantine)?;
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let kept = quarantine.join(format!("{stamp}-{}-from-byte-{valid}", wal_name(g)));
-            let mut out = File::create(&kept)?;
-            out.write_all(&bytes[valid..])?;
-            out.sync_all()?;
-            File::open(&quarantine)?.sync_all()?;
-            if cut > 1 << 20 {
+            // Keep what is cut off before cutting: it may hold acknowledged tuples.
+            let name = format!("{}-from-byte-{valid}", wal_name(g));
+            let kept = keep_in_quarantine(dir, &name, &bytes[valid..])?;
+            if cut > QUIET_CUT_BYTES {
                 tracing::error!(
                     "space WAL {}: corrupt at offset {valid}; {cut} byte(s) after it (more than \
                      a crash tears) cut off and kept in {}",

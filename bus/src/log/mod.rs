@@ -133,10 +133,8 @@ pub enum LogError {
 pub const LOCK_FILE: &str = "LOCK";
 /// Subdirectory of the log directory where recovery moves what it cuts off (see
 /// [`Recovery::quarantined`]). Nothing in it is read or removed by the broker.
-pub const QUARANTINE_DIR: &str = "quarantine";
-/// Cut-offs larger than this are logged as errors (a crash tears at most the unsynced tail;
-/// more than this is damage to look at), smaller ones as warnings.
-const QUIET_TRUNCATION_BYTES: u64 = 1 << 20;
+pub use agora_tuplespace::persist::QUARANTINE_DIR;
+use agora_tuplespace::persist::{keep_in_quarantine, quarantine_path, QUIET_CUT_BYTES};
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LogError + 'a {
     move |source| LogError::Io {
@@ -614,26 +612,21 @@ impl EventLog {
             recovery.truncated_at = Some((path.to_path_buf(), pos));
         }
         let quarantine = dir.join(QUARANTINE_DIR);
-        fs::create_dir_all(&quarantine).map_err(io_err("create", &quarantine))?;
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         let mut kept = Vec::new();
         let first = bases.first().copied().unwrap_or(0);
         let is_oldest = list_segments(dir)?.first() == Some(&first);
+        let file_name = |p: &Path| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("segment")
+                .to_string()
+        };
         // The cut-off tail first, into a file of its own, synced before anything is cut.
         if tail > 0 {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("segment");
-            let dest = quarantine.join(format!("{stamp}-{name}-from-byte-{pos}"));
             let mut src = File::open(path).map_err(io_err("open", path))?;
             io::Seek::seek(&mut src, io::SeekFrom::Start(pos)).map_err(io_err("seek", path))?;
-            let mut out = File::create(&dest).map_err(io_err("create", &dest))?;
-            io::copy(&mut src, &mut out).map_err(io_err("copy to", &dest))?;
-            out.sync_all().map_err(io_err("fsync", &dest))?;
-            kept.push(dest);
+            let name = format!("{}-from-byte-{pos}", file_name(path));
+            kept.push(keep_in_quarantine(dir, &name, src).map_err(io_err("quarantine", path))?);
         }
         if pos == 0 && !is_oldest {
             remove_segment_files(dir, first)?;
@@ -649,8 +642,7 @@ impl EventLog {
         for &base in bases.iter().skip(1) {
             let p = segment::segment_path(dir, base);
             removed += file_len(&p)?;
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("segment");
-            let dest = quarantine.join(format!("{stamp}-{name}"));
+            let dest = quarantine_path(dir, &file_name(&p)).map_err(io_err("quarantine", &p))?;
             fs::rename(&p, &dest).map_err(io_err("move to quarantine", &p))?;
             kept.push(dest);
             remove_segment_files(dir, base)?;
@@ -661,7 +653,7 @@ impl EventLog {
         sync_dir(dir)?;
         recovery.truncated_bytes += removed;
         let kept_in = quarantine.display().to_string();
-        if removed > QUIET_TRUNCATION_BYTES {
+        if removed > QUIET_CUT_BYTES {
             tracing::error!(
                 %reason, bytes = removed, kept_in,
                 "event log: corrupt data; everything from there on is cut off (more than a \
