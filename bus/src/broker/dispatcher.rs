@@ -158,6 +158,8 @@ struct ProducerState {
 pub(super) struct ReplaySeed {
     pub(super) reader: crate::log::LogReader,
     pub(super) last_offsets: crate::log::LastOffsets,
+    /// One past the last event handed to the log (see [`Dispatcher::committed_end`]).
+    pub(super) committed_end: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub(super) struct Dispatcher {
@@ -193,6 +195,11 @@ pub(super) struct Dispatcher {
     /// Appended since the last commit.
     uncommitted: bool,
     last_commit: Instant,
+    /// One past the last event handed to the log writer, for the replay service: a replay's
+    /// default end. The log's flushed end lags it by up to a commit, and a replay that ended
+    /// there would stop short of an event its client already knows of (a beacon's, say, as
+    /// every beacon follows a commit); a replay waits for the flush instead.
+    committed_end: std::sync::Arc<std::sync::atomic::AtomicU64>,
     last_retention: Instant,
     last_producer_sweep: Instant,
 
@@ -350,9 +357,12 @@ impl Dispatcher {
             let _ = (&bell_writer).write(&[1]);
         });
 
+        let committed_end =
+            std::sync::Arc::new(std::sync::atomic::AtomicU64::new(recovery.next_offset));
         let replay_seed = ReplaySeed {
             reader: log.reader(),
             last_offsets: log.last_offsets(),
+            committed_end: committed_end.clone(),
         };
         let max_record_bytes = log.options().max_record_bytes;
         let log = LogWriter::spawn(log, move || {
@@ -395,6 +405,7 @@ impl Dispatcher {
             forward_in_place: None,
             uncommitted: false,
             last_commit: now,
+            committed_end,
             // Retention's first pass comes with the first stats tick: a restart with a
             // tighter limit applies it at once.
             last_retention: now.checked_sub(Duration::from_secs(10)).unwrap_or(now),
@@ -538,6 +549,8 @@ impl Dispatcher {
         if !self.log_batch.is_empty() {
             self.log.append(&mut self.log_batch);
         }
+        self.committed_end
+            .store(self.next_offset, std::sync::atomic::Ordering::Release);
     }
 
     /// One past the last event a confirm may be released for: the durable offset, or under

@@ -266,6 +266,7 @@ impl Broker {
             &config.data_dir,
             seed.reader,
             seed.last_offsets,
+            seed.committed_end,
             replay_doorbell_rx,
         )?;
         parts.replay_endpoint = Some(replay_endpoint.clone());

@@ -27,6 +27,8 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::BrokerError;
@@ -175,6 +177,9 @@ pub(super) struct ReplayService {
     reader: LogReader,
     /// Topic → offset of its newest flushed event.
     last_offsets: LastOffsets,
+    /// One past the last event the dispatcher handed to the log: a replay's default end (the
+    /// flushed end may lag it; a replay waits for the flush).
+    committed_end: Arc<AtomicU64>,
     cursors: Cursors,
     replays: VecDeque<Replay>,
     /// Acks applied to `cursors` but not yet on disk, to answer once they are.
@@ -196,6 +201,7 @@ impl ReplayService {
         data_dir: &Path,
         reader: LogReader,
         last_offsets: LastOffsets,
+        committed_end: Arc<AtomicU64>,
         doorbell: UnixStream,
     ) -> Result<(ReplayService, String), BrokerError> {
         let router = ctx.socket(zmq::ROUTER)?;
@@ -222,6 +228,7 @@ impl ReplayService {
                 doorbell,
                 reader,
                 last_offsets,
+                committed_end,
                 cursors,
                 replays: VecDeque::new(),
                 acks: Vec::new(),
@@ -412,7 +419,11 @@ impl ReplayService {
             let msg = format!("replay {} is already running", peer.request_id);
             return self.error(&peer, ErrorCode::BadRequest, &msg);
         }
-        let log_end = self.reader.end_offset();
+        // Everything the broker stamped before this request, flushed or about to be.
+        let log_end = self
+            .reader
+            .end_offset()
+            .max(self.committed_end.load(Ordering::Acquire));
         let first = self.reader.first_offset();
         let mut end = req.until.unwrap_or(log_end);
         let mut from = req.from;
