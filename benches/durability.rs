@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use agora::{Client, ContentType, ReplayFrom};
-use agora_bus::log::FsyncPolicy;
 use agora_examples::TestBroker;
+use agora_storage::FsyncPolicy;
 use futures_util::StreamExt;
 
 fn env_u64(name: &str, default: u64) -> u64 {

@@ -32,9 +32,9 @@ use std::time::{Duration, Instant};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use agora::{template, tuple, Space};
-use agora_bus::broker::BrokerConfig;
+use agora_broker::BrokerConfig;
 use agora_examples::TestBroker;
-use agora_tuplespace::persist::FsyncPolicy;
+use agora_storage::FsyncPolicy;
 use agora_tuplespace::{ServerConfig, SpaceServer, Tuple, Value};
 
 /// Settings for one run.

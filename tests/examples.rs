@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use agora_examples::TestBroker;
-use agora_tuplespace::persist::FsyncPolicy;
+use agora_storage::FsyncPolicy;
 
 #[path = "../examples/increment_server.rs"]
 mod increment_server;

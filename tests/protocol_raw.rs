@@ -1,6 +1,6 @@
 //! The bus wire protocol spoken with raw ZeroMQ sockets, as a foreign client would.
 //!
-//! Nothing here uses the agora SDK or `agora_bus::protocol`: every header, meta frame, flag,
+//! Nothing here uses the agora SDK or `agora_wire`: every header, meta frame, flag,
 //! op and error code is written out as bytes, so these tests pin the format docs/PROTOCOL.md
 //! describes. A change to the wire format has to change this file too.
 
@@ -850,7 +850,7 @@ fn batched_confirms_come_in_acks_messages() {
     // fsync `always`, and a long stats interval so nothing else arrives on the DEALER.
     let broker = TestBroker::start_with(|c| {
         c.stats_interval = Duration::from_secs(3600);
-        c.fsync = agora_bus::log::FsyncPolicy::Always;
+        c.fsync = agora_storage::FsyncPolicy::Always;
     });
     let ctx = zmq::Context::new();
     let d = dealer(&ctx, &broker.endpoint());

@@ -1,69 +1,411 @@
 //! # agora-bus
 //!
-//! Agora's event bus: topics and filters, the wire protocol, the durable event log and the
-//! broker that serves them (binary `agora-broker`).
+//! The event bus service: the threads that take publishes, stamp them, log them and fan
+//! them out, and the one that serves replays and durable cursors from the log. A finite-state
+//! machine with non-blocking calls; each ZeroMQ socket is owned by one thread. The
+//! `agora-broker` process (crate `agora-broker`) runs it beside the tuple space.
 //!
 //! # Layout
 //!
-//! * [`topic`]: validated [`Topic`](topic::Topic)s and [`Filter`](topic::Filter)s (literal,
-//!   `*`, `>`, `re:` regex) and their matching rules.
-//! * [`protocol`]: every frame on the wire, built and parsed in one place
-//!   (docs/PROTOCOL.md says the same in prose).
-//! * [`broker`]: the dispatcher thread (ROUTER ingress, XPUB egress), the log writer and
-//!   replay threads, its config and handle.
-//! * [`error_line`]: an error and its causes in one line, as the binaries print them.
+//! * [`Bus`] / [`BusConfig`] (this file): [`Bus::bind`] opens the log and binds the sockets
+//!   (so the caller learns the real endpoints, ephemeral ports included),
+//!   [`BoundBus::start`] starts the threads, [`Bus::shutdown`] stops them.
+//! * `dispatcher.rs`: the dispatcher thread: owns the request `ROUTER` and the events `XPUB`.
+//!   A publish is read as ZeroMQ messages, checked (header, topic, size), stamped with
+//!   offset, sequence and time, handed to the log writer and sent on the XPUB; the payload is
+//!   never decoded, and a ROOM publish's message goes out itself, rewritten in place into
+//!   the event (`frame.rs` owns such messages).
+//! * `log_writer.rs`: the thread that appends the dispatcher's batches to the event log
+//!   (crate `agora-storage`) and commits them.
+//! * `replay.rs`: the replay service: replays with credit, durable cursors, gap healing.
+//! * [`space_events`]: the tuple space's events on their way to `$space.*`.
 //!
-//! # Running a broker in-process
-//!
-//! ```no_run
-//! use agora_bus::broker::{Broker, BrokerConfig};
-//!
-//! let dir = std::env::temp_dir().join("agora-doc-broker");
-//! let broker = Broker::start(BrokerConfig::ephemeral(&dir)).unwrap();
-//! println!("serving on {}", broker.endpoint());
-//! broker.shutdown().unwrap();
-//! ```
+//! The frames themselves are crate `agora-wire`'s; docs/PROTOCOL.md is the contract.
 
-pub mod broker;
-pub mod log;
-pub mod protocol;
-pub mod topic;
+mod dispatcher;
+mod frame;
+mod log_writer;
+mod replay;
+pub mod space_events;
 
-/// An error and its causes in one line, `outer: cause: root`, each said once: many errors
-/// quote their cause in their own message (`cannot bind ... : Address already in use`) and
-/// also return it as `source()`, and printing the chain as it is (`{:#}`) said it twice.
-pub fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        let said = c.to_string();
-        if !line.contains(&said) {
-            line.push_str(": ");
-            line.push_str(&said);
+pub use replay::CURSORS_FILE;
+pub use space_events::{SpaceEventSender, SpaceEvents};
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use agora_storage::log::{DEFAULT_MAX_RECORD_BYTES, DEFAULT_PRODUCER_TTL, DEFAULT_SEGMENT_BYTES};
+use agora_storage::FsyncPolicy;
+use agora_wire::bus::{DEFAULT_ENDPOINT, DEFAULT_MAX_PAYLOAD};
+
+/// The bus's settings; [`BusConfig::default`] needs nothing else.
+#[derive(Clone, Debug)]
+pub struct BusConfig {
+    /// The request endpoint (ROUTER): the one address clients need.
+    pub listen: String,
+    /// The events endpoint (XPUB). `None`: same host as `listen`, port + 1 (or `*` when
+    /// `listen` uses `*`).
+    pub events: Option<String>,
+    /// The replay service endpoint (ROUTER): replays, durable subscriptions, gap healing.
+    /// `None`: same host as `listen`, port + 3 (or `*`).
+    pub replay: Option<String>,
+    /// Where the event log (`<data_dir>/log`) and the durable cursors are kept.
+    pub data_dir: PathBuf,
+    /// Largest payload accepted, in bytes.
+    pub max_payload: usize,
+    /// How often statistics are published on `$sys.stats`.
+    pub stats_interval: Duration,
+    /// How long a subscriber whose queue is full may hold up delivery (back-pressure on
+    /// publishers) before the broker sends past it and that subscriber misses events.
+    pub slow_consumer_timeout: Duration,
+    /// Per-subscriber queue bound on the events socket (ZMQ_SNDHWM), in messages.
+    pub events_hwm: i32,
+    /// Per-client queue bound on the request socket (ZMQ_RCVHWM), in messages. A full
+    /// queue stops the broker reading that client's connection (back-pressure, no loss).
+    /// Deeper queues measured slower (more in flight, more memory touched per event).
+    pub requests_hwm: i32,
+    /// When the event log is forced to disk (`always`, `every 5ms`: group commit, `never`).
+    /// A confirmed publish is answered only after the fsync that covers it.
+    pub fsync: FsyncPolicy,
+    /// Event log segment size, in bytes.
+    pub segment_bytes: u64,
+    /// Keep at most this many bytes of events (oldest segments are removed first).
+    pub retention_bytes: Option<u64>,
+    /// Remove segments whose newest event is older than this.
+    pub retention_age: Option<Duration>,
+    /// How long the broker remembers a producer (the id and sequence a confirmed publish
+    /// carries, to drop retries) after its last publish. Default 10 minutes, twenty times
+    /// the SDK's confirm timeout; a retry later than this would be stored again.
+    pub producer_ttl: Duration,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            listen: DEFAULT_ENDPOINT.to_string(),
+            events: None,
+            replay: None,
+            data_dir: PathBuf::from("agora-data"),
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            stats_interval: Duration::from_secs(1),
+            slow_consumer_timeout: Duration::from_millis(500),
+            events_hwm: 1000,
+            requests_hwm: 1000,
+            fsync: FsyncPolicy::Every(Duration::from_millis(5)),
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            retention_bytes: None,
+            retention_age: None,
+            producer_ttl: DEFAULT_PRODUCER_TTL,
         }
-        cause = c.source();
     }
-    line
+}
+
+/// Smallest event log segment accepted: smaller ones make a file or three per event.
+pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
+
+impl BusConfig {
+    /// The largest `max_payload` the event log can store (its records hold the topic and a
+    /// header besides the payload).
+    pub const MAX_PAYLOAD_LIMIT: usize =
+        DEFAULT_MAX_RECORD_BYTES - agora_wire::topic::MAX_TOPIC_LEN - 1024;
+
+    /// Refuse settings the bus cannot keep its promises with (each was accepted once and
+    /// did harm): a queue bound of 0 (libzmq: no bound, memory grows without end), payloads
+    /// the log cannot store, segments of a few bytes, a size retention of 0.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.events_hwm < 1 {
+            return Err(format!(
+                "events_hwm (--events-hwm) is {}: it must be at least 1 message (0 would lift \
+                 the bound on each subscriber's queue)",
+                self.events_hwm
+            ));
+        }
+        if self.requests_hwm < 1 {
+            return Err(format!(
+                "requests_hwm is {}: it must be at least 1 message (0 would lift the bound on \
+                 each client's queue)",
+                self.requests_hwm
+            ));
+        }
+        if self.max_payload == 0 || self.max_payload > Self::MAX_PAYLOAD_LIMIT {
+            return Err(format!(
+                "max_payload (--max-payload) is {} bytes: it must be 1 to {} (what the event \
+                 log can store)",
+                self.max_payload,
+                Self::MAX_PAYLOAD_LIMIT
+            ));
+        }
+        if self.segment_bytes < MIN_SEGMENT_BYTES {
+            return Err(format!(
+                "segment_bytes (--segment-bytes) is {}: it must be at least {MIN_SEGMENT_BYTES}",
+                self.segment_bytes
+            ));
+        }
+        if self.retention_bytes == Some(0) {
+            return Err(
+                "retention_bytes (--retention-bytes) is 0, which would keep no events: \
+                        leave it out for no size limit"
+                    .to_string(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Why the bus could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot bind {what} socket to {endpoint}: {source}")]
+    Bind {
+        what: &'static str,
+        endpoint: String,
+        source: zmq::Error,
+    },
+    #[error("invalid endpoint `{0}`: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME")]
+    Endpoint(String),
+    #[error("zeromq: {0}")]
+    Zmq(#[from] zmq::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the dispatcher thread panicked")]
+    Panicked,
+    #[error("event log: {0}")]
+    Log(#[from] agora_storage::log::LogError),
+}
+
+/// What the bus needs to know of a tuple space served beside it.
+pub struct SpaceLink {
+    /// The space's endpoint, advertised in HELLO.
+    pub endpoint: String,
+    /// Its events, published on `$space.*`.
+    pub events: SpaceEvents,
+}
+
+/// A running bus: the dispatcher and the replay service. Dropping it shuts it down.
+pub struct Bus {
+    endpoint: String,
+    events_endpoint: String,
+    replay_endpoint: String,
+    doorbell: UnixStream,
+    thread: Option<JoinHandle<Result<(), BusError>>>,
+    replay_doorbell: UnixStream,
+    replay_thread: Option<JoinHandle<Result<(), BusError>>>,
+}
+
+/// A bus whose log is open and whose sockets are bound, not yet serving: what
+/// [`Bus::bind`] returns, so the caller can start what the bus advertises (the space) before
+/// clients are served, and learn the real endpoints. [`BoundBus::start`] starts it.
+pub struct BoundBus {
+    ctx: zmq::Context,
+    dispatcher: dispatcher::Dispatcher,
+    replay: replay::ReplayService,
+    replay_endpoint: String,
+    doorbell: UnixStream,
+    replay_doorbell: UnixStream,
+}
+
+impl BoundBus {
+    /// The request endpoint, with the real port.
+    pub fn endpoint(&self) -> &str {
+        &self.dispatcher.endpoint
+    }
+
+    /// Start serving on new threads; `space` is advertised in HELLO and its events go out on
+    /// `$space.*`.
+    pub fn start(self, space: Option<SpaceLink>) -> Result<Bus, BusError> {
+        let BoundBus {
+            ctx,
+            mut dispatcher,
+            replay,
+            replay_endpoint,
+            doorbell,
+            replay_doorbell,
+        } = self;
+        dispatcher.replay_endpoint = Some(replay_endpoint.clone());
+        if let Some(space) = space {
+            dispatcher.space_endpoint = Some(space.endpoint);
+            dispatcher.space_events = Some(space.events);
+        }
+        let replay_ctx = ctx.clone();
+        let replay_thread = std::thread::Builder::new()
+            .name("agora-replay".into())
+            .spawn(move || {
+                let r = replay.run();
+                drop(replay_ctx);
+                r
+            })?;
+        let endpoint = dispatcher.endpoint.clone();
+        let events_endpoint = dispatcher.events_endpoint.clone();
+        let mut bus = Bus {
+            endpoint,
+            events_endpoint,
+            replay_endpoint,
+            doorbell,
+            thread: None,
+            replay_doorbell,
+            replay_thread: Some(replay_thread),
+        };
+        // If this spawn fails, dropping `bus` stops the replay thread.
+        bus.thread = Some(
+            std::thread::Builder::new()
+                .name("agora-dispatcher".into())
+                .spawn(move || {
+                    let ctx = ctx; // the context lives as long as the dispatcher
+                    let r = dispatcher.run();
+                    drop(ctx);
+                    r
+                })?,
+        );
+        Ok(bus)
+    }
+}
+
+impl Bus {
+    /// Open the log (`<data_dir>/log`, which must be creatable) and bind the sockets in
+    /// `ctx`; [`BoundBus::start`] then serves.
+    pub fn bind(ctx: &zmq::Context, config: &BusConfig) -> Result<BoundBus, BusError> {
+        let (doorbell, doorbell_rx) = UnixStream::pair()?;
+        doorbell_rx.set_nonblocking(true)?;
+        let mut dispatcher = dispatcher::Dispatcher::bind(ctx, config, doorbell_rx)?;
+        let seed = dispatcher
+            .replay_seed
+            .take()
+            .ok_or_else(|| BusError::Io(std::io::Error::other("replay seed taken")))?;
+        let replay_want = match &config.replay {
+            Some(e) => e.clone(),
+            None => sibling_endpoint(&config.listen, 3, "replay")?,
+        };
+        let (replay_doorbell, replay_doorbell_rx) = UnixStream::pair()?;
+        replay_doorbell_rx.set_nonblocking(true)?;
+        let (replay, replay_endpoint) = replay::ReplayService::bind(
+            ctx,
+            &replay_want,
+            &config.data_dir,
+            seed.reader,
+            seed.last_offsets,
+            seed.committed_end,
+            replay_doorbell_rx,
+        )?;
+        Ok(BoundBus {
+            ctx: ctx.clone(),
+            dispatcher,
+            replay,
+            replay_endpoint,
+            doorbell,
+            replay_doorbell,
+        })
+    }
+
+    /// The request endpoint, with the real port (the one address a client needs).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The events (XPUB) endpoint.
+    pub fn events_endpoint(&self) -> &str {
+        &self.events_endpoint
+    }
+
+    /// The replay service endpoint (replays, durable subscriptions, gap healing).
+    pub fn replay_endpoint(&self) -> &str {
+        &self.replay_endpoint
+    }
+
+    /// Stop accepting, flush the log, and wait for both threads.
+    pub fn shutdown(mut self) -> Result<(), BusError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), BusError> {
+        if let Some(t) = self.replay_thread.take() {
+            let _ = (&self.replay_doorbell).write(&[1]);
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("replay service stopped with an error: {e}"),
+                Err(_) => tracing::error!("replay service panicked"),
+            }
+        }
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        // A full or closed doorbell both mean the dispatcher already knows.
+        let _ = (&self.doorbell).write(&[1]);
+        thread.join().map_err(|_| BusError::Panicked)?
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::error!("bus stopped with an error: {e}");
+        }
+    }
+}
+
+/// Send `identity ‖ [empty delimiter] ‖ header ‖ body…` on a ROUTER without blocking: the
+/// one way the bus's threads address a client. Only the first frame can fail (EAGAIN: the
+/// peer's queue is full; EHOSTUNREACH: it is gone, with ROUTER_MANDATORY), and then nothing
+/// was sent; after it the rest of the message always goes through.
+pub(crate) fn send_routed(
+    router: &zmq::Socket,
+    identity: &[u8],
+    delimited: bool,
+    header: &[u8],
+    body: &[&[u8]],
+) -> Result<(), zmq::Error> {
+    router.send(identity, zmq::SNDMORE | zmq::DONTWAIT)?;
+    if delimited {
+        router.send(&b""[..], zmq::SNDMORE | zmq::DONTWAIT)?;
+    }
+    let more = if body.is_empty() { 0 } else { zmq::SNDMORE };
+    router.send(header, more | zmq::DONTWAIT)?;
+    for (i, part) in body.iter().enumerate() {
+        let more = if i + 1 < body.len() { zmq::SNDMORE } else { 0 };
+        router.send(*part, more | zmq::DONTWAIT)?;
+    }
+    Ok(())
+}
+
+/// Derive a sibling endpoint from the request endpoint: same transport and host, the port
+/// moved by `delta` (or `*` when the request port is ephemeral); ipc/inproc get a suffix.
+pub fn sibling_endpoint(listen: &str, delta: u16, suffix: &str) -> Result<String, BusError> {
+    if let Some(rest) = listen.strip_prefix("tcp://") {
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| BusError::Endpoint(listen.to_string()))?;
+        if port == "*" || port == "0" {
+            return Ok(format!("tcp://{host}:*"));
+        }
+        let port: u16 = port
+            .parse()
+            .map_err(|_| BusError::Endpoint(listen.to_string()))?;
+        let sib = port
+            .checked_add(delta)
+            .ok_or_else(|| BusError::Endpoint(listen.to_string()))?;
+        Ok(format!("tcp://{host}:{sib}"))
+    } else if listen.starts_with("ipc://") || listen.starts_with("inproc://") {
+        Ok(format!("{listen}-{suffix}"))
+    } else {
+        Err(BusError::Endpoint(listen.to_string()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn error_line_says_each_cause_once() {
-        let bind = crate::broker::BrokerError::Bind {
-            what: "request",
-            endpoint: "tcp://127.0.0.1:7400".into(),
-            source: zmq::Error::EADDRINUSE,
-        };
-        let e = anyhow::Error::new(bind).context("cannot start the broker");
-        assert_eq!(
-            crate::error_line(e.as_ref()),
-            "cannot start the broker: cannot bind request socket to tcp://127.0.0.1:7400: \
-             Address already in use"
-        );
-        // A cause the message does not quote is kept.
-        let io = std::io::Error::other("disk on fire");
-        let e = anyhow::Error::new(io).context("cannot write");
-        assert_eq!(crate::error_line(e.as_ref()), "cannot write: disk on fire");
+    fn sibling_endpoints() {
+        let s = sibling_endpoint("tcp://127.0.0.1:7400", 1, "events").unwrap();
+        assert_eq!(s, "tcp://127.0.0.1:7401");
+        let s = sibling_endpoint("tcp://127.0.0.1:*", 2, "space").unwrap();
+        assert_eq!(s, "tcp://127.0.0.1:*");
+        let s = sibling_endpoint("ipc:///tmp/a", 1, "events").unwrap();
+        assert_eq!(s, "ipc:///tmp/a-events");
+        assert!(sibling_endpoint("udp://x", 1, "e").is_err());
+        assert!(sibling_endpoint("tcp://127.0.0.1:65535", 1, "e").is_err());
     }
 }

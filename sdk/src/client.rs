@@ -4,11 +4,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_bus::protocol::{
-    self, ContentType, ErrorCode, Hello, Op, Stats, FLAG_ACK, FLAG_BATCH_ACKS, FLAG_CONFIRM,
-    FLAG_PRODUCER, FLAG_ROOM, HEADER_LEN, PUBLISH_ROOM,
+use agora_wire::bus::{
+    self as protocol, ContentType, ErrorCode, Hello, Op, Stats, FLAG_ACK, FLAG_BATCH_ACKS,
+    FLAG_CONFIRM, FLAG_PRODUCER, FLAG_ROOM, HEADER_LEN, PUBLISH_ROOM,
 };
-use agora_bus::topic::{validate_topic, Filter};
+use agora_wire::topic::{validate_topic, Filter};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -590,7 +590,7 @@ impl Client {
         filters: &[&str],
         from: ReplayFrom,
     ) -> Result<RawSubscription> {
-        if !agora_bus::protocol::valid_durable_name(name) {
+        if !agora_wire::bus::valid_durable_name(name) {
             return Err(Error::DurableName(name.to_string()));
         }
         self.replayed(filters, from, Some(name.to_string())).await

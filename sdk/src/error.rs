@@ -1,7 +1,7 @@
 //! The SDK's error type: one enum callers can match on.
 
-use agora_bus::protocol::ErrorCode;
 pub use agora_tuplespace::protocol::ErrorCode as SpaceErrorCode;
+use agora_wire::bus::ErrorCode;
 
 /// Everything an SDK call or a subscription item can fail with.
 ///
@@ -48,10 +48,10 @@ pub enum Error {
     },
     /// The topic is not a valid topic (the message says what is wrong).
     #[error(transparent)]
-    Topic(#[from] agora_bus::topic::TopicError),
+    Topic(#[from] agora_wire::topic::TopicError),
     /// The filter is not a valid filter (the message says what is wrong).
     #[error(transparent)]
-    Filter(#[from] agora_bus::topic::FilterError),
+    Filter(#[from] agora_wire::topic::FilterError),
     /// The payload is larger than the broker accepts.
     #[error("payload is {size} bytes, the broker accepts at most {max}")]
     PayloadTooLarge {
@@ -98,7 +98,7 @@ pub enum Error {
     },
     /// A reply or event broke the protocol.
     #[error("protocol error: {0}")]
-    Protocol(agora_bus::protocol::ProtocolError),
+    Protocol(agora_wire::bus::ProtocolError),
     /// The tuple space refused a request (its error reply), or its reply broke the protocol
     /// (`code` [`SpaceErrorCode::Malformed`]).
     #[error("tuple space error ({code:?}): {message}")]
@@ -152,8 +152,8 @@ pub enum Error {
 
 // Manual `From`s: these variants already print their cause, so they do not also expose it
 // as `source()` (which would make `{:#}` chains say it twice).
-impl From<agora_bus::protocol::ProtocolError> for Error {
-    fn from(e: agora_bus::protocol::ProtocolError) -> Error {
+impl From<agora_wire::bus::ProtocolError> for Error {
+    fn from(e: agora_wire::bus::ProtocolError) -> Error {
         Error::Protocol(e)
     }
 }
@@ -173,7 +173,7 @@ impl From<std::io::Error> for Error {
 impl Error {
     /// Build an [`Error::Broker`] from an error reply's frames.
     pub(crate) fn from_reply(frames: &[&[u8]]) -> Error {
-        let (code, message) = agora_bus::protocol::decode_error(frames);
+        let (code, message) = agora_wire::bus::decode_error(frames);
         Error::Broker { code, message }
     }
 }

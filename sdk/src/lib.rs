@@ -33,10 +33,10 @@
 //! #[derive(Serialize, Deserialize, Debug, PartialEq)]
 //! struct Order { id: u64, item: String }
 //!
-//! // A broker in this process (crate `agora-bus`), with its data in a temporary directory.
+//! // A broker in this process (crate `agora-broker`), with its data in a temporary directory.
 //! let dir = tempfile::tempdir().unwrap();
-//! let config = agora_bus::broker::BrokerConfig::ephemeral(dir.path());
-//! let broker = agora_bus::broker::Broker::start(config).unwrap();
+//! let config = agora_broker::BrokerConfig::ephemeral(dir.path());
+//! let broker = agora_broker::Broker::start(config).unwrap();
 //! let endpoint = broker.endpoint().to_string();
 //!
 //! let rt = tokio::runtime::Runtime::new().unwrap();
@@ -68,8 +68,8 @@ mod space;
 mod space_io;
 mod subscription;
 
-pub use agora_bus::protocol::{ContentType, ErrorCode, Hello, Stats, TopicStats};
-pub use agora_bus::topic::{Filter, FilterError, Topic, TopicError};
+pub use agora_wire::bus::{ContentType, ErrorCode, Hello, Stats, TopicStats};
+pub use agora_wire::topic::{Filter, FilterError, Topic, TopicError};
 pub use client::{Client, ClientOptions, ReplayFrom};
 pub use error::{Error, Result, SpaceErrorCode};
 pub use space::Space;
@@ -81,4 +81,4 @@ pub use agora_tuplespace::{
 };
 
 /// The broker endpoint used when none is given (`AGORA_BROKER` overrides it in the CLI).
-pub const DEFAULT_BROKER: &str = agora_bus::broker::DEFAULT_ENDPOINT;
+pub const DEFAULT_BROKER: &str = agora_wire::bus::DEFAULT_ENDPOINT;

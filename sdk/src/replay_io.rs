@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use agora_bus::protocol::{self, Header, Op, ReplayRequest, ReplayStart};
+use agora_wire::bus::{self as protocol, Header, Op, ReplayRequest, ReplayStart};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};

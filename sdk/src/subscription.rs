@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use agora_bus::protocol::{ContentType, Op, ReplayFrom, ReplayRequest, KIND_BEACON};
+use agora_wire::bus::{ContentType, Op, ReplayFrom, ReplayRequest, KIND_BEACON};
 use futures_core::Stream;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -30,9 +30,7 @@ use crate::error::{Error, Result};
 use crate::io::{Command, WireEvent};
 use crate::replay_io::{ReplayFeed, ReplayMsg};
 
-/// The offset of events that are not in the log: those the broker makes itself on
-/// `$`-topics (`$sys.stats`, `$sync.*`), which cannot be replayed.
-pub const UNLOGGED_OFFSET: u64 = u64::MAX;
+pub use agora_wire::bus::UNLOGGED_OFFSET;
 
 /// A typed event as a subscriber receives it.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,7 +95,7 @@ impl RawEvent {
         ciborium::de::from_reader_with_buffer(self.payload(), scratch).map_err(|e| Error::Decode {
             topic: self.topic().to_string(),
             offset: self.offset(),
-            message: agora_tuplespace::convert::cbor_error_message(&e),
+            message: agora_wire::text::cbor_error_message(&e),
         })
     }
 }

@@ -185,17 +185,7 @@ fn de_error<E: fmt::Debug>(e: ciborium::de::Error<E>) -> ModelError {
     ModelError::Cbor(cbor_error_message(&e))
 }
 
-/// What a CBOR decoding error says, for people: ciborium's `Display` is its `Debug`
-/// (`Semantic(None, "missing field ...")`).
-pub fn cbor_error_message<E: fmt::Debug>(e: &ciborium::de::Error<E>) -> String {
-    match e {
-        ciborium::de::Error::Io(e) => format!("truncated or unreadable: {e:?}"),
-        ciborium::de::Error::Syntax(at) => format!("invalid CBOR at byte {at}"),
-        ciborium::de::Error::Semantic(Some(at), msg) => format!("at byte {at}: {msg}"),
-        ciborium::de::Error::Semantic(None, msg) => msg.clone(),
-        ciborium::de::Error::RecursionLimitExceeded => "nested too deeply".to_owned(),
-    }
-}
+pub use agora_wire::text::cbor_error_message;
 
 /// Decodes exactly one CBOR item from `bytes`; trailing bytes are an error.
 fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ModelError> {

@@ -1,7 +1,7 @@
 //! # agora-tuplespace
 //!
 //! A Linda-style tuple space: tuples of CBOR values, templates that match them, an indexed
-//! multiset with blocking takers and readers, leases, persistence, and a ZeroMQ service.
+//! multiset with blocking takers and readers, leases, and a ZeroMQ service.
 //! Usable in-process ([`Space::new`]) with no broker; the Agora broker serves it over the
 //! network ([`SpaceServer`]) and the `agora` SDK is its client.
 //!
@@ -12,7 +12,9 @@
 //!   syntax `("job", ?int, _)` with caret errors), [`macros`] (`tuple!`, `template!`),
 //!   [`convert`] (CBOR, serde and JSON bridges). docs/TEMPLATES.md has the grammar.
 //! * The store: [`store`] (the index by arity and first field, waiters, reservations, leases,
-//!   events), [`space`] (the async in-process API), [`persist`] (write-ahead log + snapshot).
+//!   events; its [`Journal`](store::Journal) is where a persistent space's storage plugs in:
+//!   crate `agora-storage` has the write-ahead log and snapshots), [`space`] (the async
+//!   in-process API).
 //! * The service: [`protocol`] (every frame, built and parsed in one place), [`server`] (one
 //!   thread owning a ROUTER; blocked takes are registered waiters), [`error`].
 //!
@@ -37,7 +39,6 @@ pub mod convert;
 pub mod error;
 pub mod macros;
 pub mod parse;
-pub mod persist;
 pub mod protocol;
 pub mod server;
 pub mod space;

@@ -20,8 +20,7 @@ use crate::value::Tuple;
 
 /// Protocol version carried in every header.
 pub const VERSION: u8 = 1;
-/// Length of the header frame.
-pub const HEADER_LEN: usize = 12;
+pub use agora_wire::header::{read_header, write_header, HEADER_LEN};
 /// Header flag: do not send an `Ok` reply (errors are still reported). Honoured by `OUT`,
 /// `CONFIRM`, `RELEASE`, `CANCEL` and `PING`; the SDK sets it on `CONFIRM` and `RELEASE`.
 pub const FLAG_NO_REPLY: u8 = 0x01;
@@ -130,28 +129,6 @@ impl ErrorCode {
             _ => ErrorCode::Internal,
         }
     }
-}
-
-/// The 12 header bytes shared by every Agora request and reply, bus and space alike:
-/// `[version u8][op u8][flags u8][aux u8][request id u64 LE]` (`aux` is the bus's content type,
-/// 0 for the space). The one place this layout is written.
-pub fn write_header(version: u8, op: u8, flags: u8, aux: u8, request_id: u64) -> [u8; HEADER_LEN] {
-    let mut b = [0u8; HEADER_LEN];
-    b[0] = version;
-    b[1] = op;
-    b[2] = flags;
-    b[3] = aux;
-    b[4..12].copy_from_slice(&request_id.to_le_bytes());
-    b
-}
-
-/// The fields of the header at the start of `frame`: `(version, op, flags, aux, request
-/// id)`, or `None` if the frame is shorter than [`HEADER_LEN`].
-pub fn read_header(frame: &[u8]) -> Option<(u8, u8, u8, u8, u64)> {
-    let b: &[u8; HEADER_LEN] = frame.get(..HEADER_LEN)?.try_into().ok()?;
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&b[4..12]);
-    Some((b[0], b[1], b[2], b[3], u64::from_le_bytes(id)))
 }
 
 /// The first frame of every request and reply.

@@ -17,7 +17,6 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -25,7 +24,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::persist::{FsyncPolicy, PersistOptions};
 use crate::protocol::{ErrorCode, Header, Reply, Request, Wait, FLAG_NO_REPLY, VERSION};
 use crate::space::Space;
 use crate::store::{Delivery, Sink, WaitMode, WaitOutcome, WaiterHandle};
@@ -42,16 +40,11 @@ pub struct ServerConfig {
     /// Blocked requests of a client silent for this long are dropped. Default 5 s (the SDK
     /// sends `PING` every second while it has blocked requests).
     pub client_timeout: Duration,
-    /// Directory for the space's write-ahead log and snapshots; `None` = memory only.
-    /// Cannot be combined with `space` (open a persistent space with [`Space::open`] and
-    /// pass it instead, if you need it before the server starts).
-    pub data_dir: Option<PathBuf>,
-    /// When the write-ahead log is fsynced (with `data_dir`). An `OUT` is answered only once
-    /// it is durable. Default: every 5 ms (group commit).
-    pub fsync: FsyncPolicy,
     /// The ZeroMQ context to use; `None` creates one.
     pub context: Option<zmq::Context>,
-    /// The space to serve; `None` creates an empty one.
+    /// The space to serve; `None` creates an empty one in memory. A persistent space (the
+    /// broker's: `agora_storage::space::open_space`) journals every change, and the server
+    /// answers an `OUT` only once its journal says it is durable.
     pub space: Option<Space>,
     /// After a loop turn that handled a few requests (at most 4), the server thread keeps
     /// looking for the next one for this long before it goes to sleep: a sequential
@@ -71,8 +64,6 @@ impl Default for ServerConfig {
             reservation_lease: Duration::from_secs(5),
             max_request_bytes: 1024 * 1024,
             client_timeout: Duration::from_secs(5),
-            data_dir: None,
-            fsync: FsyncPolicy::default(),
             context: None,
             space: None,
             spin: Duration::ZERO,
@@ -87,8 +78,6 @@ impl std::fmt::Debug for ServerConfig {
             .field("reservation_lease", &self.reservation_lease)
             .field("max_request_bytes", &self.max_request_bytes)
             .field("client_timeout", &self.client_timeout)
-            .field("data_dir", &self.data_dir)
-            .field("fsync", &self.fsync)
             .field("spin", &self.spin)
             .finish_non_exhaustive()
     }
@@ -134,31 +123,7 @@ impl SpaceServer {
             return Err(Error::Config("max_request_bytes must be > 0".into()));
         }
         let ctx = config.context.clone().unwrap_or_default();
-        let space = match (&config.data_dir, &config.space) {
-            (Some(_), Some(_)) => {
-                return Err(Error::Config(
-                    "give either data_dir or space, not both (Space::open loads a data dir)".into(),
-                ))
-            }
-            (Some(dir), None) => {
-                let options = PersistOptions {
-                    fsync: config.fsync,
-                    ..PersistOptions::default()
-                };
-                let (space, report) = Space::open(dir, &options)?;
-                tracing::info!(
-                    "space: loaded {} tuple(s) from {} ({} expired while down, {} byte(s) of \
-                     torn WAL tail truncated)",
-                    report.tuples,
-                    dir.display(),
-                    report.expired,
-                    report.truncated_bytes
-                );
-                space
-            }
-            (None, Some(space)) => space.clone(),
-            (None, None) => Space::new(),
-        };
+        let space = config.space.clone().unwrap_or_default();
         let router = ctx.socket(zmq::ROUTER)?;
         router.set_linger(0)?;
         router.bind(&config.endpoint)?;
@@ -1162,59 +1127,6 @@ mod tests {
         assert!(eventually(|| s.space().store().waiter_count() == 0));
         s.space().out(job(1)).unwrap();
         assert_eq!(s.space().len(), 1);
-    }
-
-    #[test]
-    fn persistent_server_survives_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let start = || {
-            server(|c| {
-                c.data_dir = Some(dir.path().to_path_buf());
-                c.fsync = FsyncPolicy::Every(Duration::from_millis(5));
-            })
-        };
-        let s = start();
-        let c = dealer(&s);
-        for n in 0..4 {
-            let out = Request::Out {
-                tuple: job(n),
-                lease: None,
-            };
-            // The OK comes only once the record is durable.
-            assert_eq!(call(&c, &out, n as u64), Reply::Done);
-            let (appended, durable) = s.space().store().journal_positions().unwrap();
-            assert!(durable >= 1 && durable <= appended);
-        }
-        let Reply::Tuple {
-            reservation: Some(r),
-            ..
-        } = call(&c, &take(Wait::NonBlocking), 10)
-        else {
-            panic!("expected a tuple")
-        };
-        assert_eq!(call(&c, &Request::Confirm(r), 11), Reply::Done);
-        // Taken but never confirmed: back after the restart.
-        let Reply::Tuple { tuple, .. } = call(&c, &take(Wait::NonBlocking), 12) else {
-            panic!("expected a tuple")
-        };
-        assert_eq!(tuple, job(1));
-        s.shutdown();
-        let s = start();
-        let c = dealer(&s);
-        let dump = Request::Dump { template: None };
-        assert_eq!(
-            call(&c, &dump, 1),
-            Reply::Tuples {
-                reservation: None,
-                tuples: vec![job(1), job(2), job(3)]
-            }
-        );
-        let both = ServerConfig {
-            data_dir: Some(dir.path().to_path_buf()),
-            space: Some(Space::new()),
-            ..ServerConfig::default()
-        };
-        assert!(matches!(SpaceServer::start(both), Err(Error::Config(_))));
     }
 
     /// Prints sequential out+take pairs/s over loopback (no assertion: a report).

@@ -87,16 +87,6 @@ impl Space {
         Space { store }
     }
 
-    /// Opens (or creates) a persistent space in `dir`: what was stored there before is back,
-    /// and every change is written ahead to the log there (see [`crate::persist`]).
-    pub fn open(
-        dir: &std::path::Path,
-        options: &crate::persist::PersistOptions,
-    ) -> Result<(Space, crate::persist::RecoveryReport)> {
-        let (store, report) = crate::persist::open(dir, options)?;
-        Ok((Space { store }, report))
-    }
-
     /// Makes every change so far durable now (no-op for an in-memory space).
     pub fn sync(&self) -> Result<()> {
         self.store.sync()

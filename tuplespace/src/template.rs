@@ -198,17 +198,7 @@ pub fn compile_regex(pattern: &str) -> Result<regex::Regex, ModelError> {
         })
 }
 
-/// The regex crate's errors draw the pattern with a caret over several lines; keep the last
-/// line (what is wrong), so an error message stays one line.
-pub fn regex_error_line(e: &regex::Error) -> String {
-    let text = e.to_string();
-    text.lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or("invalid regex")
-        .trim_start_matches("error: ")
-        .to_string()
-}
+pub use agora_wire::text::regex_error_line;
 
 /// Checks a range's bounds: no NaN, not reversed, not empty.
 pub fn validate_range(lo: &Bound<Number>, hi: &Bound<Number>) -> Result<(), ModelError> {

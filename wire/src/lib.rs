@@ -1,0 +1,23 @@
+//! # agora-wire
+//!
+//! Every byte Agora puts on the wire, built and parsed in one place and used by the broker
+//! and the SDK alike. docs/PROTOCOL.md is the contract; this crate follows it section by
+//! section, and `tests/protocol_raw.rs` pins the bytes with raw ZeroMQ sockets.
+//!
+//! # Layout
+//!
+//! * [`header`]: the 12-byte header that opens every request and reply, bus and space.
+//! * [`topic`]: validated [`Topic`](topic::Topic)s and [`Filter`](topic::Filter)s (literal,
+//!   `*`, `>`, `re:` regex) and their matching rules (PROTOCOL.md "Topics and filters").
+//! * [`bus`]: the event bus's frames: publish, events and their meta, acks, HELLO, stats,
+//!   queue groups, replay and durable cursors (PROTOCOL.md "Requests", "Events", "Replay").
+//! * [`text`]: one-line error texts shared by every layer (CBOR and regex errors, an error
+//!   chain as the binaries print it).
+//!
+//! Decoding never panics: malformed input is an error value the server answers with an
+//! error reply. Nothing here touches a socket.
+
+pub mod bus;
+pub mod header;
+pub mod text;
+pub mod topic;
