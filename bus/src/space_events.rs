@@ -49,6 +49,10 @@ impl SpaceEventSender {
 pub struct SpaceEvents {
     rx: Receiver<(&'static str, Vec<u8>)>,
     bell: UnixStream,
+    /// The sender's end of the bell, to ring it again after a drain cut short (a byte
+    /// written on `bell` itself would go to the other end, and the dispatcher would sleep
+    /// on events already queued).
+    ringer: Arc<UnixStream>,
     /// Set by the sender when it rings; cleared by the dispatcher before it drains.
     pending: Arc<AtomicBool>,
     /// Whether any subscription covers `$space.`: the sender's [`SpaceEventSender::wanted`].
@@ -64,9 +68,10 @@ impl SpaceEvents {
         ringer.set_nonblocking(true)?;
         let pending = Arc::new(AtomicBool::new(false));
         let wanted = Arc::new(AtomicBool::new(false));
+        let ringer = Arc::new(ringer);
         let sender = SpaceEventSender {
             tx,
-            ringer: Arc::new(ringer),
+            ringer: ringer.clone(),
             pending: pending.clone(),
             wanted: wanted.clone(),
         };
@@ -75,6 +80,7 @@ impl SpaceEvents {
             SpaceEvents {
                 rx,
                 bell,
+                ringer,
                 pending,
                 wanted,
             },
@@ -94,7 +100,7 @@ impl SpaceEvents {
         self.pending.store(false, Ordering::SeqCst);
         let batch: Vec<_> = self.rx.try_iter().take(max).collect();
         if batch.len() == max {
-            let _ = (&self.bell).write(&[1]);
+            let _ = (&*self.ringer).write(&[1]);
         }
         batch
     }
