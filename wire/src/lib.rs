@@ -19,5 +19,6 @@
 
 pub mod bus;
 pub mod header;
+pub mod socket;
 pub mod text;
 pub mod topic;
