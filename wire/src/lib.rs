@@ -13,9 +13,11 @@
 //!   queue groups, replay and durable cursors (PROTOCOL.md "Requests", "Events", "Replay").
 //! * [`text`]: one-line error texts shared by every layer (CBOR and regex errors, an error
 //!   chain as the binaries print it).
+//! * [`socket`]: the small pieces every socket-owning thread shares (a doorbell, poll(2) on
+//!   raw descriptors, a `ROUTER`'s reply address, a pending-reply table with deadlines).
 //!
 //! Decoding never panics: malformed input is an error value the server answers with an
-//! error reply. Nothing here touches a socket.
+//! error reply. Only [`socket`] touches sockets; the frame modules build and parse bytes.
 
 pub mod bus;
 pub mod header;
