@@ -75,6 +75,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::invalid_regex)] // the point: an invalid pattern
     fn regex_errors_are_one_line() {
         let e = regex::Regex::new("(unclosed").unwrap_err();
         let line = regex_error_line(&e);
