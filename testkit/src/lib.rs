@@ -20,10 +20,12 @@
 //! # Where a test lives
 //!
 //! A test lives with the crate whose API or binary it drives: `cli/tests/` runs the `agora`
-//! binary, `broker/tests/` the `agora-broker` binary (only the package that owns a binary
-//! gets its path, `env!("CARGO_BIN_EXE_<name>")`), `storage/tests/` the storage layer's API.
-//! The root package's `tests/` keeps the cross-crate scenarios: the SDK against a broker, the
-//! runnable examples, and the wire format spoken with raw sockets (`tests/protocol_raw.rs`).
+//! binary, `broker/tests/` the `agora-broker` binary, `storage/tests/` the storage layer's
+//! API. The root package's `tests/` keeps the cross-crate scenarios: the SDK against a
+//! broker, the runnable examples, and the wire format spoken with raw sockets
+//! (`tests/protocol_raw.rs`). A test that runs a binary lives with it even when an SDK client
+//! drives the load (`kill -9` of a broker process): only the package that owns a binary is
+//! told its path, `env!("CARGO_BIN_EXE_<name>")`.
 //!
 //! # Example
 //!
