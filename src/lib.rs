@@ -3,7 +3,8 @@
 //! Helpers shared by the runnable examples (`examples/`): use the broker `AGORA_BROKER`
 //! names, or start an embedded one on an ephemeral loopback port with its own temp data dir.
 //! The package also holds the cross-crate integration tests (`tests/`) and the benchmarks
-//! (`benches/`).
+//! (`benches/`). A test that drives one crate's API or binary lives with that crate instead
+//! (the rule, and the test kit every test uses, are in crate `agora-testkit`).
 //!
 //! # Layout
 //!

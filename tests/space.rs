@@ -19,20 +19,10 @@ async fn space_of(broker: &TestBroker) -> Space {
 
 /// Wait until the broker's space has exactly `n` registered waiters.
 async fn waiters(broker: &TestBroker, n: usize) {
-    let store = broker
-        .broker()
-        .space()
-        .expect("space served")
-        .store()
-        .clone();
     assert!(
-        wait_until(T, || {
-            let store = store.clone();
-            async move { store.waiter_count() == n }
-        })
-        .await,
+        wait_until(T, || async move { broker.space_waiters() == n }).await,
         "expected {n} waiter(s), have {}",
-        store.waiter_count()
+        broker.space_waiters()
     );
 }
 

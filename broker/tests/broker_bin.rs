@@ -1,99 +1,16 @@
 //! The `agora-broker` binary as a user runs it: the ready line, serving, clean exit on
 //! SIGTERM/SIGINT, and exit code 2 with a message for bad flags.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-const DEADLINE: Duration = Duration::from_secs(10);
+use agora_testkit::BrokerProcess;
 
-/// A running broker process, killed on drop if a test fails before it exits.
-struct BrokerProc {
-    child: Child,
-    endpoint: String,
-}
+const AGORA_BROKER: &str = env!("CARGO_BIN_EXE_agora-broker");
 
-impl Drop for BrokerProc {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl BrokerProc {
-    /// Start the broker on an ephemeral port and wait for its ready line.
-    fn start(data: &Path) -> BrokerProc {
-        BrokerProc::start_with(data, &[])
-    }
-
-    /// [`BrokerProc::start`] with more flags.
-    fn start_with(data: &Path, flags: &[&str]) -> BrokerProc {
-        BrokerProc::start_logging_to(data, flags, Stdio::null())
-    }
-
-    /// [`BrokerProc::start_with`], its log (stderr) going to `stderr`.
-    fn start_logging_to(data: &Path, flags: &[&str], stderr: Stdio) -> BrokerProc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_agora-broker"))
-            .args(["--listen", "tcp://127.0.0.1:*", "--data"])
-            .arg(data)
-            .args(flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn agora-broker");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut proc = BrokerProc {
-            child,
-            endpoint: String::new(),
-        };
-        // Read lines on a thread so the wait has a deadline.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let line = rx
-            .recv_timeout(DEADLINE)
-            .expect("the broker prints its ready line");
-        let endpoint = line
-            .strip_prefix("agora-broker ready: ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-        let port = endpoint
-            .strip_prefix("tcp://127.0.0.1:")
-            .unwrap_or_else(|| panic!("endpoint on loopback: {endpoint}"));
-        let port: u16 = port.parse().expect("a port number");
-        assert_ne!(port, 0);
-        proc.endpoint = endpoint.to_string();
-        proc
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
-        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
-        let rc = unsafe { libc::kill(pid, sig) };
-        assert_eq!(rc, 0, "kill({pid}, {sig})");
-    }
-
-    /// Wait for the process to exit, failing the test after the deadline.
-    fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "broker did not exit in time");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+/// Start the broker on an ephemeral loopback port with `flags`, and wait for its ready line.
+fn start(data: &Path, flags: &[&str]) -> BrokerProcess {
+    BrokerProcess::start(AGORA_BROKER, "tcp://127.0.0.1:*", data, flags)
 }
 
 /// HELLO over a raw DEALER: the reply header and the CBOR body's `version`; returns the body.
@@ -141,11 +58,11 @@ fn endpoint_flags_put_each_socket_where_they_say() {
         format!("tcp://127.0.0.1:{}", l.local_addr().expect("addr").port())
     };
     let (events, space, replay) = (free(), free(), free());
-    let mut broker = BrokerProc::start_with(
+    let mut broker = start(
         &dir.path().join("data"),
         &["--events", &events, "--space", &space, "--replay", &replay],
     );
-    let body = hello(&broker.endpoint);
+    let body = hello(broker.endpoint());
     assert_eq!(hello_text(&body, "events"), events);
     assert_eq!(hello_text(&body, "space"), space);
     assert_eq!(hello_text(&body, "replay"), replay);
@@ -153,16 +70,16 @@ fn endpoint_flags_put_each_socket_where_they_say() {
         let addr = ep.strip_prefix("tcp://").expect("tcp");
         std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{ep} is served: {e}"));
     }
-    broker.signal(libc::SIGTERM);
+    broker.terminate();
     assert!(broker.wait_exit().success());
 }
 
 fn serves_then_exits_cleanly_on(sig: libc::c_int) {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let mut broker = BrokerProc::start(&data);
+    let mut broker = start(&data, &[]);
     assert!(data.is_dir(), "the data dir is created");
-    hello(&broker.endpoint);
+    hello(broker.endpoint());
     broker.signal(sig);
     let status = broker.wait_exit();
     assert!(
@@ -183,7 +100,7 @@ fn sigint_exits_zero() {
 
 /// Run the broker with `args` and expect exit code 2 and an error on stderr.
 fn fails_with_usage(args: &[&str], data: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_agora-broker"))
+    let out = Command::new(AGORA_BROKER)
         .args(args)
         .arg("--data")
         .arg(data)
@@ -235,19 +152,25 @@ fn bad_flags_exit_two_with_a_message() {
 fn a_closed_stderr_does_not_stop_the_broker() {
     // A log shipper that goes away closes the broker's stderr: every log line then fails.
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut broker = BrokerProc::start_logging_to(dir.path(), &[], Stdio::piped());
-    drop(broker.child.stderr.take());
-    hello(&broker.endpoint);
+    let mut broker = BrokerProcess::start_logging_to(
+        AGORA_BROKER,
+        "tcp://127.0.0.1:*",
+        dir.path(),
+        &[],
+        Stdio::piped(),
+    );
+    drop(broker.take_stderr());
+    hello(broker.endpoint());
     // Shutting down logs too; it must still flush and exit 0.
-    broker.signal(libc::SIGTERM);
+    broker.terminate();
     assert_eq!(broker.wait_exit().code(), Some(0));
 }
 
 #[test]
 fn a_taken_port_exits_two() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let first = BrokerProc::start(&dir.path().join("a"));
-    let stderr = fails_with_usage(&["--listen", &first.endpoint], &dir.path().join("b"));
+    let first = start(&dir.path().join("a"), &[]);
+    let stderr = fails_with_usage(&["--listen", first.endpoint()], &dir.path().join("b"));
     assert!(stderr.contains("agora-broker: error:"), "{stderr}");
     // Said once (the message and its cause both said it).
     assert_eq!(
@@ -255,18 +178,18 @@ fn a_taken_port_exits_two() {
         1,
         "{stderr}"
     );
-    hello(&first.endpoint);
+    hello(first.endpoint());
 }
 
 #[test]
 fn a_data_dir_in_use_exits_two_saying_so_once() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let first = BrokerProc::start(dir.path());
+    let first = start(dir.path(), &[]);
     let stderr = fails_with_usage(&["--listen", "tcp://127.0.0.1:*"], dir.path());
     assert_eq!(
         stderr.matches("already open elsewhere").count(),
         1,
         "{stderr}"
     );
-    hello(&first.endpoint);
+    hello(first.endpoint());
 }

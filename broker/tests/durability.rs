@@ -6,11 +6,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-mod common;
-
 use agora::{Client, ClientOptions};
 use agora_storage::log::{EventLog, LogOptions};
-use common::{free_port, BrokerProcess};
+use agora_testkit::{loopback_port_block, wait_until_blocking, BrokerProcess};
+
+const AGORA_BROKER: &str = env!("CARGO_BIN_EXE_agora-broker");
 
 /// Every record in the log under `data`, in offset order.
 fn read_log(data: &Path) -> Vec<agora_storage::log::OwnedRecord> {
@@ -37,11 +37,12 @@ fn kill_9_once_confirmed<T: Clone>(
     confirmed: &Mutex<Vec<T>>,
     at_least: usize,
 ) -> Vec<T> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while confirmed.lock().unwrap().len() < at_least {
-        assert!(Instant::now() < deadline, "clients made no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    assert!(
+        wait_until_blocking(Duration::from_secs(20), || {
+            confirmed.lock().unwrap().len() >= at_least
+        }),
+        "clients made no progress"
+    );
     broker.kill9();
     for t in tasks {
         rt.block_on(t).unwrap();
@@ -53,17 +54,19 @@ fn kill_9_once_confirmed<T: Clone>(
 #[test]
 fn kill_9_loses_no_confirmed_event_and_stores_each_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    // Leave room for the events and space ports next to the request port.
-    let port = free_port();
+    // Four free ports: the broker comes back on the same request, events, space and replay
+    // ports.
+    let port = loopback_port_block(4);
     let listen = format!("tcp://127.0.0.1:{port}");
-    let mut broker = BrokerProcess::start(&listen, dir.path(), &["--fsync", "every 5ms"]);
+    let mut broker =
+        BrokerProcess::start(AGORA_BROKER, &listen, dir.path(), &["--fsync", "every 5ms"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let confirmed: Arc<Mutex<Vec<(u32, u32, u64)>>> = Arc::default();
 
     // Two publishers send confirmed events as fast as they are confirmed.
     let mut tasks = Vec::new();
     for p in 0..2u32 {
-        let endpoint = broker.endpoint.clone();
+        let endpoint = broker.endpoint().to_string();
         let confirmed = confirmed.clone();
         tasks.push(rt.spawn(async move {
             let options = ClientOptions {
@@ -104,9 +107,9 @@ fn kill_9_loses_no_confirmed_event_and_stores_each_once_in_order() {
     }
 
     // The broker comes back on the same data and goes on after the last stored offset.
-    let broker = BrokerProcess::start(&listen, dir.path(), &[]);
+    let broker = BrokerProcess::start(AGORA_BROKER, &listen, dir.path(), &[]);
     rt.block_on(async {
-        let client = Client::connect(&broker.endpoint).await.unwrap();
+        let client = Client::connect(broker.endpoint()).await.unwrap();
         let (offset, seq) = client
             .publish_confirmed("durable.events", &(9u32, 0u32))
             .await
@@ -121,10 +124,15 @@ fn a_retried_confirmed_publish_is_stored_once() {
     // The SDK retries with the same producer sequence; simulate a lost reply by sending the
     // same producer id/seq twice through raw sockets and check the log holds one copy.
     let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start("tcp://127.0.0.1:*", dir.path(), &["--fsync", "always"]);
+    let broker = BrokerProcess::start(
+        AGORA_BROKER,
+        "tcp://127.0.0.1:*",
+        dir.path(),
+        &["--fsync", "always"],
+    );
     let ctx = zmq::Context::new();
     let dealer = ctx.socket(zmq::DEALER).unwrap();
-    dealer.connect(&broker.endpoint).unwrap();
+    dealer.connect(broker.endpoint()).unwrap();
     let send = |request_id: u8, seq: u64| {
         // header: version 1, op publish, flags CONFIRM|PRODUCER, CBOR, request id
         let mut f = vec![1u8, 0x01, 0x02 | 0x04, 0, request_id, 0, 0, 0, 0, 0, 0, 0];
@@ -164,13 +172,14 @@ fn a_producer_idle_past_its_ttl_is_forgotten() {
     // gone do not pile up. A forgotten producer's next publish is taken as it comes.
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(
+        AGORA_BROKER,
         "tcp://127.0.0.1:*",
         dir.path(),
         &["--producer-ttl", "300ms"],
     );
     let ctx = zmq::Context::new();
     let dealer = ctx.socket(zmq::DEALER).unwrap();
-    dealer.connect(&broker.endpoint).unwrap();
+    dealer.connect(broker.endpoint()).unwrap();
     // A confirmed publish from producer 77: Ok(offset) or Err(error code).
     let publish = |request_id: u8, seq: u64| -> Result<u64, u16> {
         let mut f = vec![1u8, 0x01, 0x02 | 0x04, 0, request_id, 0, 0, 0, 0, 0, 0, 0];
@@ -212,14 +221,15 @@ fn a_producer_idle_past_its_ttl_is_forgotten() {
 #[test]
 fn kill_9_loses_no_confirmed_tuple() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = loopback_port_block(4);
     let listen = format!("tcp://127.0.0.1:{port}");
-    let mut broker = BrokerProcess::start(&listen, dir.path(), &["--fsync", "every 5ms"]);
+    let mut broker =
+        BrokerProcess::start(AGORA_BROKER, &listen, dir.path(), &["--fsync", "every 5ms"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let confirmed: Arc<Mutex<Vec<(u32, u32)>>> = Arc::default();
     let mut tasks = Vec::new();
     for p in 0..2u32 {
-        let endpoint = broker.endpoint.clone();
+        let endpoint = broker.endpoint().to_string();
         let confirmed = confirmed.clone();
         tasks.push(rt.spawn(async move {
             let client = Client::connect(&endpoint).await.unwrap();
@@ -235,9 +245,9 @@ fn kill_9_loses_no_confirmed_tuple() {
     }
     let confirmed = kill_9_once_confirmed(&mut broker, &rt, tasks, &confirmed, 200);
 
-    let broker = BrokerProcess::start(&listen, dir.path(), &[]);
+    let broker = BrokerProcess::start(AGORA_BROKER, &listen, dir.path(), &[]);
     rt.block_on(async {
-        let client = Client::connect(&broker.endpoint).await.unwrap();
+        let client = Client::connect(broker.endpoint()).await.unwrap();
         let space = client.space().unwrap();
         let template = agora::parse_template(r#"("t", ?int, ?int)"#).unwrap();
         let stored = space.dump(Some(&template)).await.unwrap();

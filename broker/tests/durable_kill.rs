@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-mod common;
-
 use agora::{Client, RawSubscription, ReplayFrom};
-use common::{free_port, BrokerProcess};
+use agora_testkit::{loopback_port_block, BrokerProcess};
 use futures_util::StreamExt;
+
+const AGORA_BROKER: &str = env!("CARGO_BIN_EXE_agora-broker");
 
 async fn next_n(sub: &mut RawSubscription) -> u32 {
     let ev = tokio::time::timeout(Duration::from_secs(20), sub.next())
@@ -22,13 +22,17 @@ async fn next_n(sub: &mut RawSubscription) -> u32 {
 #[test]
 fn a_durable_subscriber_resumes_exactly_after_its_last_ack_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("tcp://127.0.0.1:{}", free_port());
-    let mut broker =
-        BrokerProcess::start(&listen, dir.path(), &["--fsync", "every 5ms", "--no-space"]);
+    let listen = format!("tcp://127.0.0.1:{}", loopback_port_block(4));
+    let mut broker = BrokerProcess::start(
+        AGORA_BROKER,
+        &listen,
+        dir.path(),
+        &["--fsync", "every 5ms", "--no-space"],
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let publisher = Client::connect(&broker.endpoint).await.unwrap();
-        let subscriber = Client::connect(&broker.endpoint).await.unwrap();
+        let publisher = Client::connect(broker.endpoint()).await.unwrap();
+        let subscriber = Client::connect(broker.endpoint()).await.unwrap();
         let mut sub = subscriber
             .durable_raw_from("k1", &["k.>"], ReplayFrom::Beginning)
             .await
@@ -49,9 +53,14 @@ fn a_durable_subscriber_resumes_exactly_after_its_last_ack_across_kill_9() {
     });
     broker.kill9();
 
-    let broker = BrokerProcess::start(&listen, dir.path(), &["--fsync", "every 5ms", "--no-space"]);
+    let broker = BrokerProcess::start(
+        AGORA_BROKER,
+        &listen,
+        dir.path(),
+        &["--fsync", "every 5ms", "--no-space"],
+    );
     rt.block_on(async {
-        let subscriber = Client::connect(&broker.endpoint).await.unwrap();
+        let subscriber = Client::connect(broker.endpoint()).await.unwrap();
         let mut sub = subscriber
             .durable_raw_from("k1", &["k.>"], ReplayFrom::Beginning)
             .await
@@ -60,7 +69,7 @@ fn a_durable_subscriber_resumes_exactly_after_its_last_ack_across_kill_9() {
         for n in 4..10u32 {
             assert_eq!(next_n(&mut sub).await, n);
         }
-        let publisher = Client::connect(&broker.endpoint).await.unwrap();
+        let publisher = Client::connect(broker.endpoint()).await.unwrap();
         publisher.publish_confirmed("k.a", &10u32).await.unwrap();
         assert_eq!(next_n(&mut sub).await, 10, "then live");
         assert!(

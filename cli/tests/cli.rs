@@ -5,35 +5,16 @@
 //! Subscriptions race with publishes, so tests start `agora sub`, then publish warm-up
 //! events until its first line appears (with a deadline), and never sleep to synchronise.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{ChildStdout, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use agora_broker::{Broker, BrokerConfig};
+use agora_testkit::{lines, ChildProcess, TestBroker};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 /// How long to wait for the subscriber's first line after each warm-up publish.
 const WARMUP_STEP: Duration = Duration::from_millis(100);
-
-/// An in-process broker with its own temp data dir.
-struct TestBroker {
-    broker: Broker,
-    _dir: tempfile::TempDir,
-}
-
-impl TestBroker {
-    fn start() -> TestBroker {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let broker = Broker::start(BrokerConfig::ephemeral(dir.path())).expect("broker");
-        TestBroker { broker, _dir: dir }
-    }
-
-    fn endpoint(&self) -> &str {
-        self.broker.endpoint()
-    }
-}
 
 /// `agora` with a clean environment (no `AGORA_BROKER`, no `RUST_LOG`).
 fn agora() -> Command {
@@ -44,53 +25,9 @@ fn agora() -> Command {
     c
 }
 
-/// A child process killed on drop if a test fails while it runs.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl Proc {
-    /// Wait for the exit with a deadline; then collect what is left of stdout/stderr.
-    fn wait_output(mut self) -> Output {
-        let deadline = Instant::now() + DEADLINE;
-        let status = loop {
-            if let Some(s) = self.0.try_wait().expect("try_wait") {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "agora did not exit in time");
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        if let Some(mut s) = self.0.stdout.take() {
-            s.read_to_end(&mut stdout).expect("read stdout");
-        }
-        if let Some(mut s) = self.0.stderr.take() {
-            s.read_to_end(&mut stderr).expect("read stderr");
-        }
-        Output {
-            status,
-            stdout,
-            stderr,
-        }
-    }
-}
-
 /// Run `agora` to completion (with a deadline).
 fn run(mut cmd: Command) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn agora");
-    Proc(child).wait_output()
+    agora_testkit::run(&mut cmd, DEADLINE)
 }
 
 fn stderr_of(out: &Output) -> String {
@@ -98,31 +35,10 @@ fn stderr_of(out: &Output) -> String {
 }
 
 /// Start `agora sub` with `args` and its stdout piped.
-fn spawn_sub(broker: &str, args: &[&str]) -> (Proc, ChildStdout) {
-    let mut child = agora()
-        .args(["--broker", broker, "sub"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn agora sub");
+fn spawn_sub(broker: &str, args: &[&str]) -> (ChildProcess, ChildStdout) {
+    let mut child = ChildProcess::spawn(agora().args(["--broker", broker, "sub"]).args(args));
     let stdout = child.stdout.take().expect("piped");
-    (Proc(child), stdout)
-}
-
-/// Forward stdout lines over a channel, so reads can have deadlines. With `max`, the
-/// reader stops (and closes the pipe) after that many lines.
-fn lines(stdout: ChildStdout, max: Option<usize>) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for (n, line) in BufReader::new(stdout).lines().enumerate() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() || max.is_some_and(|m| n + 1 >= m) {
-                break;
-            }
-        }
-    });
-    rx
+    (child, stdout)
 }
 
 fn publish(broker: &str, topic: &str, json: &str) {
@@ -183,7 +99,7 @@ fn record(line: &str) -> (String, u64, u64, Value) {
 #[test]
 fn pub_and_sub_json_lines_round_trip_the_payload() {
     let broker = TestBroker::start();
-    let ep = broker.endpoint();
+    let ep = &broker.endpoint();
     let (_sub, stdout) = spawn_sub(ep, &["cli.>", "--format", "json"]);
     let rx = lines(stdout, None);
     let first = warm_up(ep, "cli.warm", &rx);
@@ -226,7 +142,7 @@ fn pub_and_sub_json_lines_round_trip_the_payload() {
 #[test]
 fn sub_count_exits_zero_after_n_events_and_text_is_the_default() {
     let broker = TestBroker::start();
-    let ep = broker.endpoint();
+    let ep = &broker.endpoint();
     let (sub, stdout) = spawn_sub(ep, &["cnt.*", "--count", "2"]);
     let rx = lines(stdout, None);
     let first = warm_up(ep, "cnt.a", &rx);
@@ -237,11 +153,11 @@ fn sub_count_exits_zero_after_n_events_and_text_is_the_default() {
     // Publish until it has printed its two lines and exited by itself.
     let deadline = Instant::now() + DEADLINE;
     let mut sub = sub;
-    while matches!(sub.0.try_wait(), Ok(None)) {
+    while matches!(sub.try_wait(), Ok(None)) {
         assert!(Instant::now() < deadline, "sub --count 2 did not exit");
         publish(ep, "cnt.b", "1");
     }
-    let out = sub.wait_output();
+    let out = sub.wait_output(DEADLINE);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let rest: Vec<String> = rx.try_iter().collect();
     assert_eq!(rest.len(), 1, "exactly two lines in all: {first} {rest:?}");
@@ -250,7 +166,7 @@ fn sub_count_exits_zero_after_n_events_and_text_is_the_default() {
 #[test]
 fn broker_flag_env_var_and_stats_json() {
     let broker = TestBroker::start();
-    let ep = broker.endpoint();
+    let ep = &broker.endpoint();
     publish(ep, "st.a", r#""hi""#);
 
     // AGORA_BROKER names the broker.
@@ -292,29 +208,24 @@ fn broker_flag_env_var_and_stats_json() {
 #[test]
 fn ctrl_c_stops_pub_count_and_says_how_many_went_out() {
     let broker = TestBroker::start();
-    let ep = broker.endpoint();
+    let ep = &broker.endpoint();
     let (_sub, stdout) = spawn_sub(ep, &["ct.>", "--format", "json"]);
     let rx = lines(stdout, None);
     for confirm in [false, true] {
         let topic = format!("ct.{confirm}");
-        let child = agora()
-            .args(["--broker", ep, "pub", &topic, "1", "--count", "100000"])
-            .args(["--rate", "50"])
-            .args(confirm.then_some("--confirm"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn agora pub");
-        let publisher = Proc(child);
+        let mut publisher = ChildProcess::spawn(
+            agora()
+                .args(["--broker", ep, "pub", &topic, "1", "--count", "100000"])
+                .args(["--rate", "50"])
+                .args(confirm.then_some("--confirm")),
+        );
         // Two events out (so its Ctrl-C handler is in place, and with --confirm the first is
         // confirmed): stop it. The previous round's last events may come first.
         for _ in 0..2 {
             while record(&next_line(&rx)).0 != topic {}
         }
-        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-        let rc = unsafe { libc::kill(publisher.0.id() as libc::pid_t, libc::SIGINT) };
-        assert_eq!(rc, 0);
-        let out = publisher.wait_output();
+        publisher.signal(libc::SIGINT);
+        let out = publisher.wait_output(DEADLINE);
         let stderr = stderr_of(&out);
         assert_eq!(out.status.code(), Some(0), "{stderr}");
         let sent: u64 = stderr
@@ -342,7 +253,7 @@ fn sub_timeout_with_nothing_exits_one() {
         let mut c = agora();
         c.args([
             "--broker",
-            broker.endpoint(),
+            &broker.endpoint(),
             "sub",
             "quiet.>",
             "--timeout",
@@ -357,7 +268,7 @@ fn sub_timeout_with_nothing_exits_one() {
 #[test]
 fn sub_timeout_after_some_events_exits_zero_but_one_short_of_count() {
     let broker = TestBroker::start();
-    let ep = broker.endpoint();
+    let ep = &broker.endpoint();
     publish(ep, "tq.a", "1");
     publish(ep, "tq.a", "2");
     let sub = |extra: &[&str]| {
@@ -386,7 +297,7 @@ fn broker_events_have_no_offset() {
     let sub = |format: &str| {
         let out = run({
             let mut c = agora();
-            c.args(["--broker", broker.endpoint(), "sub", "$sys.stats"])
+            c.args(["--broker", &broker.endpoint(), "sub", "$sys.stats"])
                 .args(["--count", "1", "--format", format]);
             c
         });
@@ -405,7 +316,11 @@ fn broker_events_have_no_offset() {
 #[test]
 fn a_broker_address_that_is_not_one_says_why() {
     let broker = TestBroker::start();
-    let space = broker.broker.space_endpoint().expect("a space").to_string();
+    let space = broker
+        .broker()
+        .space_endpoint()
+        .expect("a space")
+        .to_string();
     let cases = [
         (
             "127.0.0.1:7400",
@@ -437,7 +352,7 @@ fn assert_error_exit(out: &Output, needle: &str) {
 #[test]
 fn bad_input_exits_two_with_one_line() {
     let broker = TestBroker::start();
-    let ep = broker.endpoint();
+    let ep = &broker.endpoint();
     let cases: [(&[&str], &str); 5] = [
         (&["pub", "a.b", "{nope"], "JSON"),
         (&["pub", "a..b", "1"], "a..b"),
@@ -493,21 +408,21 @@ fn unreachable_broker_exits_two() {
 #[test]
 fn closed_stdout_pipe_exits_zero_quietly() {
     let broker = TestBroker::start();
-    let ep = broker.endpoint();
+    let ep = &broker.endpoint();
     let (sub, stdout) = spawn_sub(ep, &["pipe.>"]);
     // The reader closes the pipe after the first line, like `agora sub ... | head -1`.
     let rx = lines(stdout, Some(1));
     warm_up(ep, "pipe.t", &rx);
     let deadline = Instant::now() + DEADLINE;
     let mut sub = sub;
-    while matches!(sub.0.try_wait(), Ok(None)) {
+    while matches!(sub.try_wait(), Ok(None)) {
         assert!(
             Instant::now() < deadline,
             "sub kept running on a closed pipe"
         );
         publish(ep, "pipe.t", "1");
     }
-    let out = sub.wait_output();
+    let out = sub.wait_output(DEADLINE);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert!(out.stderr.is_empty(), "quiet: {}", stderr_of(&out));
 }

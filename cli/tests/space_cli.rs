@@ -6,44 +6,20 @@
 //! sleeping.
 
 use std::io::Read;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use agora_broker::{Broker, BrokerConfig};
+use agora_testkit::{wait_until_blocking, ChildProcess, TestBroker};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
-struct TestBroker {
-    broker: Broker,
-    _dir: tempfile::TempDir,
-}
-
-impl TestBroker {
-    fn start(tweak: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = BrokerConfig::ephemeral(dir.path());
-        tweak(&mut config);
-        let broker = Broker::start(config).expect("broker");
-        TestBroker { broker, _dir: dir }
-    }
-
-    fn endpoint(&self) -> &str {
-        self.broker.endpoint()
-    }
-
-    fn waiters(&self) -> usize {
-        self.broker.space().expect("space").store().waiter_count()
-    }
-
-    /// Poll until the broker's space has `n` blocked waiters.
-    fn await_waiters(&self, n: usize) {
-        let deadline = Instant::now() + DEADLINE;
-        while self.waiters() != n {
-            assert!(Instant::now() < deadline, "expected {n} waiter(s)");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
+/// Poll until the broker's space has `n` blocked waiters.
+fn await_waiters(b: &TestBroker, n: usize) {
+    assert!(
+        wait_until_blocking(DEADLINE, || b.space_waiters() == n),
+        "expected {n} waiter(s)"
+    );
 }
 
 /// `agora --broker <ep> space <args...>` with a clean environment.
@@ -61,24 +37,14 @@ fn space(broker: &str, args: &[&str]) -> Command {
 
 /// Run to completion (with a deadline) and collect the output.
 fn run(broker: &str, args: &[&str]) -> Output {
-    let child = space(broker, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn agora");
-    Proc(child).wait_output()
+    agora_testkit::run(&mut space(broker, args), DEADLINE)
 }
 
 /// `agora space in <template>` in the background, returned once the broker holds its
 /// waiter (the space must have no other).
-fn blocked_in(b: &TestBroker, template: &str) -> Proc {
-    let child = space(b.endpoint(), &["in", template])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn agora");
-    let taker = Proc(child);
-    b.await_waiters(1);
+fn blocked_in(b: &TestBroker, template: &str) -> ChildProcess {
+    let taker = ChildProcess::spawn(&mut space(&b.endpoint(), &["in", template]));
+    await_waiters(b, 1);
     taker
 }
 
@@ -96,48 +62,10 @@ fn ok(broker: &str, args: &[&str]) -> String {
     stdout(&o)
 }
 
-/// A child process killed on drop if a test fails while it runs.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl Proc {
-    fn wait_output(mut self) -> Output {
-        let deadline = Instant::now() + DEADLINE;
-        let status = loop {
-            if let Some(s) = self.0.try_wait().expect("try_wait") {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "agora did not exit in time");
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        if let Some(mut s) = self.0.stdout.take() {
-            s.read_to_end(&mut out).expect("read stdout");
-        }
-        if let Some(mut s) = self.0.stderr.take() {
-            s.read_to_end(&mut err).expect("read stderr");
-        }
-        Output {
-            status,
-            stdout: out,
-            stderr: err,
-        }
-    }
-}
-
 #[test]
 fn out_then_rd_count_dump_in() {
-    let b = TestBroker::start(|_| {});
-    let ep = b.endpoint();
+    let b = TestBroker::start();
+    let ep = &b.endpoint();
     ok(ep, &["out", r#"("job", 42, 3.5, "x", true, null, [1, 2])"#]);
     ok(ep, &["out", r#"("job", 43, 0.5, "y", false, null, [])"#]);
     ok(ep, &["out", r#"("other", h'00ff')"#]);
@@ -232,18 +160,18 @@ fn parse_errors_point_at_the_column_and_exit_2() {
 
 #[test]
 fn in_times_out_with_exit_1_and_leaves_no_waiter() {
-    let b = TestBroker::start(|_| {});
+    let b = TestBroker::start();
     let started = Instant::now();
     let o = run(
-        b.endpoint(),
+        &b.endpoint(),
         &["in", r#"("none", _)"#, "--timeout", "200ms"],
     );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(started.elapsed() >= Duration::from_millis(200));
     assert_eq!(stdout(&o), "");
-    b.await_waiters(0);
+    await_waiters(&b, 0);
     let o = run(
-        b.endpoint(),
+        &b.endpoint(),
         &["rd", r#"("none", _)"#, "--timeout", "100ms"],
     );
     assert_eq!(o.status.code(), Some(1));
@@ -251,17 +179,15 @@ fn in_times_out_with_exit_1_and_leaves_no_waiter() {
 
 #[test]
 fn a_blocked_in_is_woken_by_an_out() {
-    let b = TestBroker::start(|_| {});
-    let ep = b.endpoint();
-    let taker = space(ep, &["in", r#"("wake", ?int)"#, "--format", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let taker = Proc(taker);
-    b.await_waiters(1);
+    let b = TestBroker::start();
+    let ep = &b.endpoint();
+    let taker = ChildProcess::spawn(&mut space(
+        ep,
+        &["in", r#"("wake", ?int)"#, "--format", "json"],
+    ));
+    await_waiters(&b, 1);
     ok(ep, &["out", r#"("wake", 5)"#]);
-    let o = taker.wait_output();
+    let o = taker.wait_output(DEADLINE);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(
         serde_json::from_str::<Value>(&stdout(&o)).unwrap(),
@@ -273,19 +199,19 @@ fn a_blocked_in_is_woken_by_an_out() {
 #[test]
 fn a_taker_killed_mid_wait_loses_nothing() {
     // A short reservation lease: a tuple handed to the dead taker comes back within 1 s.
-    let b = TestBroker::start(|c| c.reservation_lease = Duration::from_secs(1));
-    let ep = b.endpoint();
+    let b = TestBroker::start_with(|c| c.reservation_lease = Duration::from_secs(1));
+    let ep = &b.endpoint();
     let mut victim = blocked_in(&b, r#"("job", ?int)"#);
     // SIGKILL: no chance to cancel anything.
-    victim.0.kill().expect("kill");
-    victim.0.wait().expect("reap");
+    victim.kill().expect("kill");
+    victim.wait().expect("reap");
     ok(ep, &["out", r#"("job", 1)"#]);
     // Whether the server dropped the dead waiter first or handed it the tuple (which then
     // comes back when the reservation lease ends), a fresh taker gets it.
     let got = ok(ep, &["in", r#"("job", ?int)"#, "--timeout", "15s"]);
     assert_eq!(got, "(\"job\", 1)\n");
     let mut rest = String::new();
-    if let Some(mut s) = victim.0.stdout.take() {
+    if let Some(mut s) = victim.stdout.take() {
         s.read_to_string(&mut rest).expect("read");
     }
     assert_eq!(rest, "", "the killed taker printed nothing");
@@ -295,19 +221,17 @@ fn a_taker_killed_mid_wait_loses_nothing() {
 /// Send `signal` to a blocked `agora space in`: it exits with `code`, its request withdrawn
 /// from the server before the process ends.
 fn signal_withdraws_a_blocked_in(signal: libc::c_int, code: i32) {
-    let b = TestBroker::start(|_| {});
-    let ep = b.endpoint();
-    let taker = blocked_in(&b, r#"("never", _)"#);
-    // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-    let rc = unsafe { libc::kill(taker.0.id() as libc::pid_t, signal) };
-    assert_eq!(rc, 0);
-    let out = taker.wait_output();
+    let b = TestBroker::start();
+    let ep = &b.endpoint();
+    let mut taker = blocked_in(&b, r#"("never", _)"#);
+    taker.signal(signal);
+    let out = taker.wait_output(DEADLINE);
     assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
     assert_eq!(stdout(&out), "", "nothing taken");
     // Gone from the server already (it would otherwise stay until it missed its
     // heartbeats, 5 s, and could take the tuple below meanwhile).
     assert_eq!(
-        b.waiters(),
+        b.space_waiters(),
         0,
         "the blocked in was cancelled before the process exited"
     );
@@ -330,9 +254,9 @@ fn sigterm_on_a_blocked_in_withdraws_it_before_exiting() {
 
 #[test]
 fn a_take_is_final_when_the_process_exits() {
-    let b = TestBroker::start(|_| {});
-    let ep = b.endpoint();
-    let store = b.broker.space().expect("space").store().clone();
+    let b = TestBroker::start();
+    let ep = &b.endpoint();
+    let store = b.broker().space().expect("space").store().clone();
     for i in 0..5 {
         for take in ["in", "inp"] {
             ok(ep, &["out", &format!("(\"r\", {i})")]);
@@ -347,15 +271,14 @@ fn a_take_is_final_when_the_process_exits() {
 
 #[test]
 fn out_with_a_lease_expires() {
-    let b = TestBroker::start(|_| {});
-    let ep = b.endpoint();
+    let b = TestBroker::start();
+    let ep = &b.endpoint();
     ok(ep, &["out", r#"("tmp", 1)"#, "--lease", "50ms"]);
     ok(ep, &["out", r#"("tmp", 2)"#]);
-    let deadline = Instant::now() + DEADLINE;
-    while ok(ep, &["count", r#"("tmp", _)"#]) != "1\n" {
-        assert!(Instant::now() < deadline, "leased tuple never expired");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until_blocking(DEADLINE, || ok(ep, &["count", r#"("tmp", _)"#]) == "1\n"),
+        "leased tuple never expired"
+    );
     assert_eq!(ok(ep, &["dump"]), "(\"tmp\", 2)\n");
     // A lease that would expire the tuple at once is refused, not silently obeyed.
     for lease in ["0s", "500us"] {
