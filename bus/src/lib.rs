@@ -10,11 +10,20 @@
 //! * [`Bus`] / [`BusConfig`] (this file): [`Bus::bind`] opens the log and binds the sockets
 //!   (so the caller learns the real endpoints, ephemeral ports included),
 //!   [`BoundBus::start`] starts the threads, [`Bus::shutdown`] stops them.
-//! * `dispatcher.rs`: the dispatcher thread: owns the request `ROUTER` and the events `XPUB`.
-//!   A publish is read as ZeroMQ messages, checked (header, topic, size), stamped with
-//!   offset, sequence and time, handed to the log writer and sent on the XPUB; the payload is
-//!   never decoded, and a ROOM publish's message goes out itself, rewritten in place into
-//!   the event (`frame.rs` owns such messages).
+//! * `dispatcher/`: the dispatcher thread, which owns the request `ROUTER` and the events
+//!   `XPUB`.
+//!   * `mod.rs`: the poll loop and the sockets; requests decoded, replies sent.
+//!   * `fast_path.rs`: a publish is read as ZeroMQ messages, checked (header, topic, size),
+//!     stamped with offset, sequence and time, handed to the log writer and sent on the XPUB
+//!     in bursts (lossy past a slow subscriber); the payload is never decoded, and a ROOM
+//!     publish's message goes out itself, rewritten in place into the event (`frame.rs` owns
+//!     such messages).
+//!   * one file per feature, each a type that owns its state and sends nothing itself:
+//!     `producers.rs` (dedupe of retries by producer id and sequence), `confirms.rs`
+//!     (confirms released by the durable offset, single or in ACKS messages),
+//!     `queue_groups.rs`, `subscriptions.rs` (counts, fan-out, `$space.*` wanted),
+//!     `beacons.rs` (when each topic's beacon is due), `stats.rs` (counters, rates, the
+//!     `$sys.stats` snapshot), `sync.rs` (the SYNC barrier).
 //! * `log_writer.rs`: the thread that appends the dispatcher's batches to the event log
 //!   (crate `agora-storage`) and commits them.
 //! * `replay.rs`: the replay service: replays with credit, durable cursors, gap healing.
