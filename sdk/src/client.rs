@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_wire::bus::{
-    self as protocol, ContentType, ErrorCode, Hello, Op, Stats, FLAG_ACK, FLAG_BATCH_ACKS,
-    FLAG_CONFIRM, FLAG_PRODUCER, FLAG_ROOM, HEADER_LEN, PUBLISH_ROOM,
+    self as protocol, ContentType, Hello, Stats, FLAG_ACK, FLAG_BATCH_ACKS, FLAG_CONFIRM,
+    FLAG_PRODUCER, FLAG_ROOM,
 };
 use agora_wire::topic::{validate_topic, Filter};
+use agora_wire::{ErrorCode, Header, Op};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -317,9 +318,12 @@ impl Client {
         .await
     }
 
-    /// Build `room for the header ‖ [producer id, seq] ‖ padding ‖ topic ‖ 0 ‖ payload` with
-    /// the topic at [`PUBLISH_ROOM`] (sent with [`FLAG_ROOM`], so the broker turns the frame
-    /// into the event in place), checking topic and size.
+    /// Build the publish frame with the wire's encoder
+    /// ([`encode_room_publish`](protocol::encode_room_publish)): `header ‖ [producer id, seq]
+    /// ‖ padding ‖ topic ‖ 0 ‖ payload` with the topic at
+    /// [`PUBLISH_ROOM`](protocol::PUBLISH_ROOM) (sent with [`FLAG_ROOM`], so the broker turns
+    /// the frame into the event in place), checking topic and size. The payload is serialized
+    /// straight into the frame.
     fn publish_frame(
         &self,
         topic: &str,
@@ -327,19 +331,11 @@ impl Client {
         write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<Vec<u8>> {
         validate_topic(topic.as_bytes())?;
-        let producer_len = if producer.is_some() { 16 } else { 0 };
-        debug_assert!(HEADER_LEN + producer_len <= PUBLISH_ROOM);
-        let start = PUBLISH_ROOM + topic.len() + 1;
-        let mut frame = Vec::with_capacity(start + 64);
-        frame.resize(HEADER_LEN, 0);
-        if let Some((id, seq)) = producer {
-            frame.extend_from_slice(&id.to_le_bytes());
-            frame.extend_from_slice(&seq.to_le_bytes());
-        }
-        frame.resize(PUBLISH_ROOM, 0);
-        frame.extend_from_slice(topic.as_bytes());
-        frame.push(0);
-        write_payload(&mut frame)?;
+        // A stand-in: the I/O thread writes the request's header (its id, flags and content
+        // type) over it before sending.
+        let header = Header::new(Op::Publish, 0);
+        let (frame, start) =
+            protocol::encode_room_publish(&header, producer, topic.as_bytes(), 64, write_payload)?;
         let size = frame.len() - start;
         let max = self.inner.hello.max_payload as usize;
         if size > max {

@@ -1,7 +1,10 @@
 //! The SDK's error type: one enum callers can match on.
 
-pub use agora_tuplespace::protocol::ErrorCode as SpaceErrorCode;
-use agora_wire::bus::ErrorCode;
+use agora_wire::ErrorCode;
+
+/// The tuple space's error codes: the one [`ErrorCode`] of both protocols, by the name the
+/// SDK has always given them in [`Error::Space`].
+pub type SpaceErrorCode = ErrorCode;
 
 /// Everything an SDK call or a subscription item can fail with.
 ///

@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agora_wire::bus::{self as protocol, EventLayout, Header, Op, HEADER_LEN, SYNC_TOPIC_PREFIX};
+use agora_wire::bus::{self as protocol, EventLayout, HEADER_LEN, SYNC_TOPIC_PREFIX};
 use agora_wire::topic::Filter;
+use agora_wire::{Header, Op};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};

@@ -68,8 +68,9 @@ mod space;
 mod space_io;
 mod subscription;
 
-pub use agora_wire::bus::{ContentType, ErrorCode, Hello, Stats, TopicStats};
+pub use agora_wire::bus::{ContentType, Hello, Stats, TopicStats};
 pub use agora_wire::topic::{Filter, FilterError, Topic, TopicError};
+pub use agora_wire::ErrorCode;
 pub use client::{Client, ClientOptions, ReplayFrom};
 pub use error::{Error, Result, SpaceErrorCode};
 pub use space::Space;

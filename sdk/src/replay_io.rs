@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use agora_wire::bus::{self as protocol, Header, Op, ReplayRequest, ReplayStart};
+use agora_wire::bus::{self as protocol, ReplayRequest, ReplayStart};
+use agora_wire::{Header, Op};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
@@ -425,7 +426,7 @@ fn decode_batch(
 ) -> std::result::Result<(Vec<WireEvent>, u64), protocol::ProtocolError> {
     let [progress, events] = body else {
         return Err(protocol::ProtocolError::FrameCount {
-            op: Op::ReplayBatch,
+            op: protocol::BusOp::ReplayBatch,
             expected: 2,
             got: body.len(),
         });

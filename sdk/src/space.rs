@@ -9,8 +9,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agora_tuplespace::protocol::{u64_frame, ErrorCode, Op, FOREVER};
 use agora_tuplespace::{from_tuple_cbor, to_tuple, Template, Tuple};
+use agora_wire::space::{Reply, Request, Wait};
+use agora_wire::{ErrorCode, Op};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -75,17 +76,6 @@ impl std::fmt::Debug for Space {
             .field("endpoint", &self.inner.endpoint)
             .finish_non_exhaustive()
     }
-}
-
-/// How a take or read waits, on the wire and locally.
-#[derive(Clone, Copy)]
-enum Wait {
-    /// `inp`/`rdp`: answer at once.
-    Now,
-    /// Block at the server for at most this long.
-    For(Duration),
-    /// Block until a match.
-    Forever,
 }
 
 impl Space {
@@ -157,13 +147,12 @@ impl Space {
             };
             return Err(Error::Encode(message));
         }
-        let mut body = vec![frame];
-        if let Some(lease) = lease {
-            body.push(millis(lease).to_le_bytes().to_vec());
-        }
+        let out = Request::Out {
+            tuple: frame,
+            lease,
+        };
         let timeout = self.inner.request_timeout;
-        self.call(Op::Out, body, None, Some(timeout), "space out")
-            .await?;
+        self.call(out, None, Some(timeout), "space out").await?;
         Ok(())
     }
 
@@ -179,7 +168,8 @@ impl Space {
 
     /// Linda `inp`: take the oldest match if there is one now; `None` if not.
     pub async fn try_take(&self, template: &Template) -> Result<Option<Tuple>> {
-        self.fetch_tuple(Op::Take, template, Wait::Now).await
+        self.fetch_tuple(Op::Take, template, Wait::NonBlocking)
+            .await
     }
 
     /// Take, waiting at most `timeout` (at the server, on its monotonic clock); `None` if no
@@ -214,7 +204,8 @@ impl Space {
 
     /// [`Space::try_take`], decoding into `T` (see [`Space::take_as`]).
     pub async fn try_take_as<T: DeserializeOwned>(&self, template: &Template) -> Result<Option<T>> {
-        self.fetch_typed(Op::Take, template, Wait::Now).await
+        self.fetch_typed(Op::Take, template, Wait::NonBlocking)
+            .await
     }
 
     /// [`Space::take_timeout`], decoding into `T` (see [`Space::take_as`]).
@@ -237,7 +228,8 @@ impl Space {
 
     /// Linda `rdp`: a copy of the oldest match if there is one now; `None` if not.
     pub async fn try_read(&self, template: &Template) -> Result<Option<Tuple>> {
-        self.fetch_tuple(Op::Read, template, Wait::Now).await
+        self.fetch_tuple(Op::Read, template, Wait::NonBlocking)
+            .await
     }
 
     /// Read, waiting at most `timeout`; `None` if no match came in time (see
@@ -260,7 +252,8 @@ impl Space {
 
     /// [`Space::try_read`], decoding into `T`.
     pub async fn try_read_as<T: DeserializeOwned>(&self, template: &Template) -> Result<Option<T>> {
-        self.fetch_typed(Op::Read, template, Wait::Now).await
+        self.fetch_typed(Op::Read, template, Wait::NonBlocking)
+            .await
     }
 
     /// [`Space::read_timeout`], decoding into `T`.
@@ -275,24 +268,33 @@ impl Space {
 
     /// Take up to `max` matching tuples at once, oldest first (never waits; may be empty).
     pub async fn take_all(&self, template: &Template, max: usize) -> Result<Vec<Tuple>> {
-        self.bulk(Op::TakeAll, Some(template), Some(max)).await
+        let template = template.to_cbor();
+        self.bulk(Request::TakeAll {
+            template,
+            max: wire_max(max),
+        })
+        .await
     }
 
     /// Copies of up to `max` matching tuples, oldest first (never waits; may be empty).
     pub async fn read_all(&self, template: &Template, max: usize) -> Result<Vec<Tuple>> {
-        self.bulk(Op::ReadAll, Some(template), Some(max)).await
+        let template = template.to_cbor();
+        self.bulk(Request::ReadAll {
+            template,
+            max: wire_max(max),
+        })
+        .await
     }
 
     /// How many tuples match `template` now.
     pub async fn count(&self, template: &Template) -> Result<u64> {
-        let body = vec![template.to_cbor()];
+        let count = Request::Count {
+            template: template.to_cbor(),
+        };
         let timeout = self.inner.request_timeout;
-        let (frames, _) = self
-            .call(Op::Count, body, None, Some(timeout), "space count")
-            .await?;
-        match frames.as_slice() {
-            [n] => u64_frame(n, "count").map_err(malformed),
-            _ => Err(malformed_msg("count reply must have one frame")),
+        match self.call(count, None, Some(timeout), "space count").await? {
+            (Reply::Count(n), _) => Ok(n),
+            (other, _) => Err(unexpected(&other)),
         }
     }
 
@@ -309,7 +311,7 @@ impl Space {
     pub async fn ping(&self) -> Result<Duration> {
         let started = Instant::now();
         let timeout = self.inner.request_timeout;
-        self.call(Op::Ping, Vec::new(), None, Some(timeout), "space ping")
+        self.call(Request::Ping, None, Some(timeout), "space ping")
             .await?;
         Ok(started.elapsed())
     }
@@ -317,29 +319,20 @@ impl Space {
     /// Every live tuple (or every one matching `template`), oldest first. Tuples reserved
     /// by a taker that has not confirmed yet are not listed.
     pub async fn dump(&self, template: Option<&Template>) -> Result<Vec<Tuple>> {
-        self.bulk(Op::Dump, template, None).await
+        self.bulk(Request::Dump {
+            template: template.map(Template::to_cbor),
+        })
+        .await
     }
 
-    async fn bulk(
-        &self,
-        op: Op,
-        template: Option<&Template>,
-        max: Option<usize>,
-    ) -> Result<Vec<Tuple>> {
-        let mut body = Vec::with_capacity(2);
-        if let Some(t) = template {
-            body.push(t.to_cbor());
-        }
-        if let Some(max) = max {
-            let max = u64::try_from(max).unwrap_or(u64::MAX);
-            body.push(max.to_le_bytes().to_vec());
-        }
+    /// TAKE_ALL, READ_ALL or DUMP.
+    async fn bulk(&self, request: Request) -> Result<Vec<Tuple>> {
         let timeout = self.inner.request_timeout;
-        let (frames, reservation) = self
-            .call(op, body, None, Some(timeout), "space bulk request")
+        let (reply, reservation) = self
+            .call(request, None, Some(timeout), "space bulk request")
             .await?;
-        let Some((_, tuples)) = frames.split_first() else {
-            return Err(malformed_msg("bulk reply without a reservation frame"));
+        let Reply::Tuples { tuples, .. } = reply else {
+            return Err(unexpected(&reply));
         };
         // On a decode error the reservation guard is dropped: the tuples go back.
         let tuples = tuples
@@ -392,24 +385,28 @@ impl Space {
             "space read"
         };
         let request_timeout = self.inner.request_timeout;
-        let (wire, blocking, local) = match wait {
-            Wait::Now => (0, None, Some(request_timeout)),
-            Wait::For(d) => (
-                millis(d),
+        let (blocking, local) = match wait {
+            Wait::NonBlocking => (None, Some(request_timeout)),
+            Wait::Timeout(d) => (
                 Some(Instant::now().checked_add(d)),
                 Some(d.saturating_add(request_timeout)),
             ),
-            Wait::Forever => (FOREVER, Some(None), None),
+            Wait::Forever => (Some(None), None),
         };
-        let body = vec![template.to_cbor(), wire.to_le_bytes().to_vec()];
-        let (frames, reservation) = self.call(op, body, blocking, local, what).await?;
-        let tuple = match frames.as_slice() {
-            [] => return Ok(None),
-            [t] | [t, _] => t,
-            _ => return Err(malformed_msg("take/read reply has too many frames")),
+        let template = template.to_cbor();
+        let request = if op == Op::Take {
+            Request::Take { template, wait }
+        } else {
+            Request::Read { template, wait }
+        };
+        let (reply, reservation) = self.call(request, blocking, local, what).await?;
+        let tuple = match reply {
+            Reply::Done => return Ok(None),
+            Reply::Tuple { tuple, .. } => tuple,
+            other => return Err(unexpected(&other)),
         };
         // A decode error drops the reservation guard: the tuple goes back.
-        let value = decode(tuple)?;
+        let value = decode(&tuple)?;
         if let Some(r) = reservation {
             r.confirm();
         }
@@ -421,19 +418,17 @@ impl Space {
     /// Dropping the future (or the local timeout) withdraws the request.
     async fn call(
         &self,
-        op: Op,
-        body: Vec<Vec<u8>>,
+        request: Request,
         blocking: Option<Option<Instant>>,
         local: Option<Duration>,
         what: &'static str,
-    ) -> Result<(Vec<zmq::Message>, Option<Reservation>)> {
+    ) -> Result<(Reply<zmq::Message>, Option<Reservation>)> {
         let ctl = &self.inner.ctl;
         let id = ctl.next_id();
         let (tx, rx) = oneshot::channel();
         ctl.send(Cmd::Request {
             id,
-            op,
-            body,
+            request,
             reply: tx,
             blocking: blocking.is_some(),
             deadline: blocking.flatten(),
@@ -452,9 +447,9 @@ impl Space {
         };
         guard.armed = false;
         let reply = reply.map_err(|_| Error::Closed)?;
-        match reply.result {
-            Ok(frames) => Ok((frames, reply.reservation)),
-            Err((code, message)) => Err(Error::Space { code, message }),
+        match reply.reply {
+            Reply::Error { code, message } => Err(Error::Space { code, message }),
+            ok => Ok((ok, reply.reservation)),
         }
     }
 }
@@ -474,25 +469,16 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
+/// A bulk op's `max` on the wire.
+fn wire_max(max: usize) -> u64 {
+    u64::try_from(max).unwrap_or(u64::MAX)
+}
+
 fn wait_for(timeout: Duration) -> Wait {
     if timeout.is_zero() {
-        Wait::Now
+        Wait::NonBlocking
     } else {
-        Wait::For(timeout)
-    }
-}
-
-/// A duration as wire milliseconds: rounded up (so 1 µs still waits), below "forever".
-fn millis(d: Duration) -> u64 {
-    let ms = d.as_nanos().div_ceil(1_000_000);
-    u64::try_from(ms).unwrap_or(FOREVER - 1).min(FOREVER - 1)
-}
-
-fn malformed(e: agora_tuplespace::Error) -> Error {
-    match e {
-        agora_tuplespace::Error::Protocol { code, message }
-        | agora_tuplespace::Error::Remote { code, message } => Error::Space { code, message },
-        other => malformed_msg(&other.to_string()),
+        Wait::Timeout(timeout)
     }
 }
 
@@ -501,6 +487,20 @@ fn malformed_msg(message: &str) -> Error {
         code: ErrorCode::Malformed,
         message: message.to_string(),
     }
+}
+
+/// A reply of a kind its request does not get (the wire's decoder reads a reply in the light
+/// of its request's op, so this is a bug rather than a server's mistake).
+fn unexpected<F>(reply: &Reply<F>) -> Error {
+    let kind = match reply {
+        Reply::Done => "an empty OK",
+        Reply::Tuple { .. } => "a tuple",
+        Reply::Tuples { .. } => "tuples",
+        Reply::Count(_) => "a count",
+        Reply::Cancelled(_) => "a cancel's answer",
+        Reply::Error { .. } => "an error",
+    };
+    malformed_msg(&format!("unexpected reply: {kind}"))
 }
 
 /// A blocking take/read with no timeout answered "nothing": the server broke the protocol.
@@ -546,14 +546,5 @@ mod tests {
             resolve_endpoint("ipc:///tmp/x-space", "ipc:///tmp/x"),
             "ipc:///tmp/x-space"
         );
-    }
-
-    #[test]
-    fn millis_round_up_and_stay_below_forever() {
-        assert_eq!(millis(Duration::from_micros(1)), 1);
-        assert_eq!(millis(Duration::from_millis(250)), 250);
-        assert_eq!(millis(Duration::from_micros(1500)), 2);
-        assert_eq!(millis(Duration::MAX), FOREVER - 1);
-        assert_eq!(millis(Duration::ZERO), 0);
     }
 }

@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use agora_tuplespace::protocol::{u64_frame, ErrorCode, Header, Op, FLAG_NO_REPLY, FOREVER};
+use agora_wire::space::{decode_header, Reply, Request, Wait, FLAG_NO_REPLY};
+use agora_wire::Op;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
@@ -74,11 +75,11 @@ static MONITOR_SEQ: AtomicU64 = AtomicU64::new(1);
 
 /// What a [`Space`](crate::Space) handle asks the I/O thread to do.
 pub(crate) enum Cmd {
-    /// Send a request (`body` = the frames after the header) and hand its reply to `reply`.
+    /// Send a request (its tuple or template already CBOR, moved into the frames) and hand
+    /// its reply to `reply`.
     Request {
         id: u64,
-        op: Op,
-        body: Vec<Vec<u8>>,
+        request: Request,
         reply: oneshot::Sender<RawReply>,
         /// A TAKE/READ that may wait at the server: heartbeats, CANCEL on drop, re-sent after
         /// a reconnection.
@@ -94,10 +95,12 @@ pub(crate) enum Cmd {
     Release(u64),
 }
 
-/// A reply as the thread hands it to the caller: the frames after the header, or the
-/// server's error. A take's reply carries its reservation.
+/// A reply as the thread hands it to the caller: decoded by the wire's [`Reply`], its tuples
+/// still in the messages they arrived in (the caller decodes them with the model), or an
+/// error (the server's, or a reply that broke the protocol). A take's reply carries its
+/// reservation.
 pub(crate) struct RawReply {
-    pub(crate) result: std::result::Result<Vec<zmq::Message>, (ErrorCode, String)>,
+    pub(crate) reply: Reply<zmq::Message>,
     pub(crate) reservation: Option<Reservation>,
 }
 
@@ -229,8 +232,8 @@ pub(crate) fn spawn(endpoint: &str) -> Result<Arc<Ctl>> {
 struct Waiter {
     op: Op,
     tx: oneshot::Sender<RawReply>,
-    /// For blocking requests: the body, to re-send after a reconnection.
-    resend: Option<(Vec<Vec<u8>>, Option<Instant>)>,
+    /// For blocking requests: the request, to re-send after a reconnection.
+    resend: Option<(Request, Option<Instant>)>,
 }
 
 struct IoThread {
@@ -369,18 +372,15 @@ impl IoThread {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Queue a whole message.
-    fn enqueue(&mut self, op: Op, flags: u8, id: u64, body: Vec<Vec<u8>>) {
-        let mut frames = Vec::with_capacity(body.len() + 1);
-        frames.push(Header::new(op, flags, id).encode().to_vec());
-        frames.extend(body);
-        self.outq.push_back(frames);
+    /// Queue a request of a caller.
+    fn enqueue(&mut self, id: u64, request: Request) {
+        self.outq.push_back(request.into_frames(id, 0));
     }
 
-    /// Queue a fire-and-forget request with a u64 argument (CONFIRM, RELEASE, CANCEL).
-    fn enqueue_u64(&mut self, op: Op, arg: u64) {
+    /// Queue a fire-and-forget request of this thread's own (CONFIRM, RELEASE, CANCEL, PING).
+    fn enqueue_internal(&mut self, request: Request) {
         let id = self.internal_id();
-        self.enqueue(op, FLAG_NO_REPLY, id, vec![arg.to_le_bytes().to_vec()]);
+        self.outq.push_back(request.into_frames(id, FLAG_NO_REPLY));
     }
 
     fn take_commands(&mut self) -> bool {
@@ -398,27 +398,26 @@ impl IoThread {
             match cmd {
                 Cmd::Request {
                     id,
-                    op,
-                    body,
+                    request,
                     reply,
                     blocking,
                     deadline,
                 } => {
                     let resend = if blocking {
                         self.blocked += 1;
-                        Some((body.clone(), deadline))
+                        Some((request.clone(), deadline))
                     } else {
                         None
                     };
                     self.waiting.insert(
                         id,
                         Waiter {
-                            op,
+                            op: request.op(),
                             tx: reply,
                             resend,
                         },
                     );
-                    self.enqueue(op, 0, id, body);
+                    self.enqueue(id, request);
                 }
                 Cmd::Cancel { id } => {
                     if let Some(w) = self.waiting.remove(&id) {
@@ -426,12 +425,12 @@ impl IoThread {
                             self.blocked -= 1;
                             // Withdraw the waiter so it cannot swallow a later tuple. If it
                             // was served already, its reply finds no caller and is released.
-                            self.enqueue_u64(Op::Cancel, id);
+                            self.enqueue_internal(Request::Cancel(id));
                         }
                     }
                 }
-                Cmd::Confirm(r) => self.enqueue_u64(Op::Confirm, r),
-                Cmd::Release(r) => self.enqueue_u64(Op::Release, r),
+                Cmd::Confirm(r) => self.enqueue_internal(Request::Confirm(r)),
+                Cmd::Release(r) => self.enqueue_internal(Request::Release(r)),
             }
         }
         progressed
@@ -496,63 +495,36 @@ impl IoThread {
         progressed
     }
 
-    fn reply(&mut self, mut frames: Vec<zmq::Message>) {
-        let header = match Header::decode(&frames[0]) {
-            Ok(h) => h,
-            Err(e) => {
+    fn reply(&mut self, frames: Vec<zmq::Message>) {
+        // The request id first: the reply is read in the light of its request's op.
+        let request_id = match frames.first().map(|f| decode_header(f)) {
+            Some(Ok((header, _))) => header.request_id,
+            Some(Err(e)) => {
                 tracing::warn!("space client: unreadable reply ignored: {e}");
                 return;
             }
+            None => return,
         };
-        frames.remove(0);
-        let waiter = self.waiting.remove(&header.request_id);
+        let waiter = self.waiting.remove(&request_id);
         if let Some(w) = &waiter {
             if w.resend.is_some() {
                 self.blocked -= 1;
             }
         }
-        let op = waiter.as_ref().map(|w| w.op);
-        let result = match Op::from_u8(header.op) {
-            Some(Op::Ok) => Ok(frames),
-            Some(Op::Error) => {
-                let code = frames
-                    .first()
-                    .filter(|f| f.len() == 2)
-                    .map_or(ErrorCode::Malformed, |f| {
-                        ErrorCode::from_u16(u16::from_le_bytes([f[0], f[1]]))
-                    });
-                let message = frames
-                    .get(1)
-                    .map(|m| String::from_utf8_lossy(m).into_owned())
-                    .unwrap_or_default();
-                Err((code, message))
-            }
-            _ => {
-                tracing::warn!("space client: reply op 0x{:02x} ignored", header.op);
-                return;
-            }
+        // A reply without a caller is read as a take's (`[tuple, reservation]`): if it
+        // carries a reservation, the tuple goes back below.
+        let op = waiter.as_ref().map_or(Op::Take, |w| w.op);
+        let reply = match Reply::decode_frames(op, frames) {
+            Ok((_, reply)) => reply,
+            Err(e) => Reply::from(e),
         };
-        // A take's reply names its reservation: TAKE `[tuple, id]`, TAKE_ALL `[id, tuples..]`
-        // (0 = none). A reply without a caller can only be a take if it has that shape.
-        let reservation = match (&result, op) {
-            (Ok(f), Some(Op::Take)) | (Ok(f), None) if f.len() == 2 => {
-                u64_frame(&f[1], "reservation").ok()
-            }
-            (Ok(f), Some(Op::TakeAll)) => f
-                .first()
-                .and_then(|r| u64_frame(r, "reservation").ok())
-                .filter(|r| *r != 0),
-            _ => None,
-        };
+        let reservation = reply.reservation();
         let Some(w) = waiter else {
-            match (&result, reservation) {
+            match (&reply, reservation) {
                 // The caller went away (dropped, timed out, cancelled): put the tuple back.
-                (_, Some(r)) => self.enqueue_u64(Op::Release, r),
-                (Err((code, message)), None) => {
-                    tracing::warn!(
-                        "space client: request {} failed: {code:?}: {message}",
-                        header.request_id
-                    )
+                (_, Some(r)) => self.enqueue_internal(Request::Release(r)),
+                (Reply::Error { code, message }, None) => {
+                    tracing::warn!("space client: request {request_id} failed: {code:?}: {message}")
                 }
                 _ => {}
             }
@@ -565,14 +537,14 @@ impl IoThread {
                 done: false,
             }),
             (Some(id), None) => {
-                self.enqueue_u64(Op::Release, id);
+                self.enqueue_internal(Request::Release(id));
                 None
             }
             (None, _) => None,
         };
         // If the caller is gone by now, the reply (and its guard) is dropped: released.
         let _ = w.tx.send(RawReply {
-            result,
+            reply,
             reservation: guard,
         });
     }
@@ -580,8 +552,7 @@ impl IoThread {
     /// Keep the server from dropping this client's blocked requests as those of a dead one.
     fn heartbeat(&mut self) {
         if self.blocked > 0 && self.last_sent.elapsed() >= HEARTBEAT {
-            let id = self.internal_id();
-            self.enqueue(Op::Ping, FLAG_NO_REPLY, id, Vec::new());
+            self.enqueue_internal(Request::Ping);
             self.flush_out();
             // Even if the socket pushed back, do not spin on this.
             self.last_sent = Instant::now();
@@ -614,16 +585,16 @@ impl IoThread {
         let now = Instant::now();
         let mut again = Vec::new();
         for (id, w) in &self.waiting {
-            if let Some((body, deadline)) = &w.resend {
-                let mut body = body.clone();
+            if let Some((request, deadline)) = &w.resend {
+                let mut request = request.clone();
                 if let Some(d) = deadline {
-                    let left = d.saturating_duration_since(now).as_millis().max(1);
-                    let ms = u64::try_from(left).unwrap_or(FOREVER - 1).min(FOREVER - 1);
-                    if let Some(f) = body.get_mut(1) {
-                        *f = ms.to_le_bytes().to_vec();
+                    // What is left of the wait (at least 1 ms on the wire).
+                    let left = Wait::Timeout(d.saturating_duration_since(now));
+                    if let Request::Take { wait, .. } | Request::Read { wait, .. } = &mut request {
+                        *wait = left;
                     }
                 }
-                again.push((*id, w.op, body));
+                again.push((*id, request));
             }
         }
         if !again.is_empty() {
@@ -632,8 +603,8 @@ impl IoThread {
                 again.len()
             );
         }
-        for (id, op, body) in again {
-            self.enqueue(op, 0, id, body);
+        for (id, request) in again {
+            self.enqueue(id, request);
         }
     }
 }

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use agora_wire::bus::{ContentType, Op, ReplayFrom, ReplayRequest, KIND_BEACON};
+use agora_wire::bus::{ContentType, ReplayFrom, ReplayRequest, KIND_BEACON};
+use agora_wire::Op;
 use futures_core::Stream;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use agora_storage::space::{open_space, PersistOptions};
 use agora_storage::FsyncPolicy;
-use agora_tuplespace::protocol::{Reply, Request, Wait};
 use agora_tuplespace::{Field, Kind, ServerConfig, SpaceServer, Template, Tuple, Value};
+use agora_wire::space::{Reply, Request, Wait};
 
-fn job(n: i64) -> Tuple {
-    Tuple(vec![Value::from("job"), Value::Int(n)])
+/// The tuple `("job", n)` as it travels: its CBOR bytes.
+fn job(n: i64) -> Vec<u8> {
+    Tuple(vec![Value::from("job"), Value::Int(n)]).to_cbor()
 }
 
 fn take(wait: Wait) -> Request {
@@ -18,7 +19,8 @@ fn take(wait: Wait) -> Request {
         template: Template(vec![
             Field::Actual(Value::from("job")),
             Field::Formal(Kind::Int),
-        ]),
+        ])
+        .to_cbor(),
         wait,
     }
 }

@@ -1,8 +1,11 @@
 //! Errors of the store, the in-process [`Space`](crate::space::Space), the wire protocol and
 //! the ZeroMQ service. One enum callers can match; wire-level problems keep their
-//! [`protocol::ErrorCode`](crate::protocol::ErrorCode) so a server can send them back as error replies.
+//! [`ErrorCode`] (the wire's, `agora_wire::ErrorCode`) so a server can send them back as error
+//! replies.
 
-use crate::protocol::ErrorCode;
+use agora_wire::space::DecodeError;
+pub use agora_wire::ErrorCode;
+
 use crate::store::ReservationId;
 
 /// Everything that can go wrong in this crate's store, space, protocol and server.
@@ -52,6 +55,16 @@ impl Error {
         Error::Protocol {
             code,
             message: message.into(),
+        }
+    }
+}
+
+impl From<DecodeError> for Error {
+    /// A frame that breaks the space protocol: its code and message, for the error reply.
+    fn from(e: DecodeError) -> Error {
+        Error::Protocol {
+            code: e.code,
+            message: e.message,
         }
     }
 }

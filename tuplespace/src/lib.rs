@@ -15,8 +15,9 @@
 //!   events; its [`Journal`](store::Journal) is where a persistent space's storage plugs in:
 //!   crate `agora-storage` has the write-ahead log and snapshots), [`space`] (the async
 //!   in-process API).
-//! * The service: [`protocol`] (every frame, built and parsed in one place), [`server`] (one
-//!   thread owning a ROUTER; blocked takes are registered waiters), [`error`].
+//! * The service: [`server`] (one thread owning a ROUTER; blocked takes are registered
+//!   waiters; its frames are `agora_wire::space`'s, with tuples and templates as CBOR bytes
+//!   that the model here decodes), [`error`].
 //!
 //! docs/SPACE.md states the semantics: a multiset, oldest match first, blocked takers served
 //! first come first served, one tuple to exactly one taker, every blocked reader gets a copy.
@@ -39,7 +40,6 @@ pub mod convert;
 pub mod error;
 pub mod macros;
 pub mod parse;
-pub mod protocol;
 pub mod server;
 pub mod space;
 pub mod store;

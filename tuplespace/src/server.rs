@@ -1,5 +1,6 @@
-//! [`SpaceServer`]: serves a [`Space`] over ZeroMQ (a `ROUTER` socket; the wire format is in
-//! [`crate::protocol`] and docs/PROTOCOL.md ("Tuple space")).
+//! [`SpaceServer`]: serves a [`Space`] over ZeroMQ (a `ROUTER` socket; the frames are
+//! [`agora_wire::space`]'s, docs/PROTOCOL.md "Tuple space"; the tuples and templates in them
+//! are decoded here, with the model).
 //!
 //! One thread owns the socket and loops on `zmq::poll`. A blocked take or read is a waiter
 //! registered in the store (no thread or task per waiter); its sink pushes the delivery into
@@ -23,10 +24,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
-use crate::protocol::{ErrorCode, Header, Reply, Request, Wait, FLAG_NO_REPLY, VERSION};
+use agora_wire::space::{decode_header, Reply, Request, Wait, FLAG_NO_REPLY, VERSION};
+
+use crate::error::{Error, ErrorCode, Result};
 use crate::space::Space;
-use crate::store::{Delivery, Sink, WaitMode, WaitOutcome, WaiterHandle};
+use crate::store::{Delivery, ReservationId, Sink, WaitMode, WaitOutcome, WaiterHandle};
+use crate::template::Template;
+use crate::value::Tuple;
 
 /// Settings of a [`SpaceServer`].
 #[derive(Clone)]
@@ -426,7 +430,7 @@ impl Worker {
         };
         while self.acks.front().is_some_and(|(lsn, _, _)| *lsn <= durable) {
             if let Some((_, route, id)) = self.acks.pop_front() {
-                self.send(&route, &Reply::Done, id);
+                self.send(&route, Reply::Done, id);
             }
         }
     }
@@ -452,13 +456,13 @@ impl Worker {
     }
 
     /// Queues a reply; [`Worker::flush_outbox`] sends it at the end of the loop turn.
-    fn send(&mut self, route: &Route, reply: &Reply, request_id: u64) {
+    fn send(&mut self, route: &Route, reply: Reply, request_id: u64) {
         let mut frames: Vec<Vec<u8>> = Vec::with_capacity(5);
         frames.push(route.identity.clone());
         if route.delimiter {
             frames.push(Vec::new());
         }
-        frames.extend(reply.encode(request_id));
+        frames.extend(reply.into_frames(request_id));
         self.outbox.push((request_id, frames));
     }
 
@@ -478,7 +482,7 @@ impl Worker {
 
     fn error(&mut self, route: &Route, request_id: u64, code: ErrorCode, message: String) {
         tracing::debug!("space server: error reply {code:?}: {message}");
-        self.send(route, &Reply::Error { code, message }, request_id);
+        self.send(route, Reply::Error { code, message }, request_id);
     }
 
     fn sink(&self) -> Sink {
@@ -507,13 +511,10 @@ impl Worker {
             self.error(&route, 0, ErrorCode::Malformed, "no header frame".into());
             return;
         };
-        let h = match Header::decode(head) {
+        let (h, version) = match decode_header(head) {
             Ok(h) => h,
             Err(e) => {
-                let Reply::Error { code, message } = Reply::from_error(&e) else {
-                    return;
-                };
-                self.error(&route, 0, code, message);
+                self.error(&route, 0, e.code, e.message);
                 return;
             }
         };
@@ -521,11 +522,9 @@ impl Worker {
         if let Some(seen) = self.last_seen.get_mut(&route.identity) {
             *seen = now;
         }
-        if h.version != VERSION {
-            let msg = format!(
-                "unsupported protocol version {} (this server speaks {VERSION})",
-                h.version
-            );
+        if version != VERSION {
+            let msg =
+                format!("unsupported protocol version {version} (this server speaks {VERSION})");
             self.error(&route, h.request_id, ErrorCode::UnsupportedVersion, msg);
             return;
         }
@@ -538,102 +537,107 @@ impl Worker {
             self.error(&route, h.request_id, ErrorCode::TooLarge, msg);
             return;
         }
+        // The request borrows the received frames; its tuple or template is decoded from them
+        // in place by `serve`.
         let body: Vec<&[u8]> = body.iter().map(Vec::as_slice).collect();
-        let req = match Request::decode(h.op, &body) {
-            Ok(r) => r,
+        let served = Request::decode(h.op, &body)
+            .map_err(Error::from)
+            .and_then(|req| self.serve(&route, h.request_id, h.flags, req));
+        match served {
+            Ok(Some(reply)) => self.send(&route, reply, h.request_id),
+            Ok(None) => {}
             Err(e) => {
-                if let Reply::Error { code, message } = Reply::from_error(&e) {
-                    self.error(&route, h.request_id, code, message);
-                }
-                return;
+                let (code, message) = error_reply(e);
+                self.error(&route, h.request_id, code, message);
             }
-        };
-        let ack = h.flags & FLAG_NO_REPLY == 0;
+        }
+    }
+
+    /// Serves one well-formed request: `Some` reply to send now, `None` if there is none yet
+    /// (a blocked take/read, an `OUT` waiting for its journal) or at all (`NO_REPLY`).
+    fn serve(
+        &mut self,
+        route: &Route,
+        request_id: u64,
+        flags: u8,
+        req: Request<&[u8]>,
+    ) -> Result<Option<Reply>> {
+        let ack = flags & FLAG_NO_REPLY == 0;
         let store = self.space.store().clone();
         let lease = Some(self.config.reservation_lease);
-        let reply = match req {
-            Request::Out { tuple, lease } => match store.out(tuple, lease) {
-                Ok(_) if ack => match store.journal_positions() {
-                    Some((appended, durable)) if durable < appended => {
-                        self.acks.push_back((appended, route.clone(), h.request_id));
-                        None
+        Ok(match req {
+            Request::Out { tuple, lease } => {
+                store.out(decode_tuple(tuple)?, lease)?;
+                if !ack {
+                    None
+                } else {
+                    match store.journal_positions() {
+                        Some((appended, durable)) if durable < appended => {
+                            self.acks.push_back((appended, route.clone(), request_id));
+                            None
+                        }
+                        _ => Some(Reply::Done),
                     }
-                    _ => Some(Reply::Done),
-                },
-                Ok(_) => None,
-                Err(e) => Some(Reply::from_error(&e)),
-            },
-            Request::Take { template, wait } => match wait {
-                Wait::NonBlocking => Some(match store.reserve_now(&template, 1, lease) {
-                    Some((r, mut ts)) => match ts.pop() {
-                        Some(tuple) => Reply::Tuple {
-                            tuple,
-                            reservation: Some(r),
+                }
+            }
+            Request::Take { template, wait } => {
+                let template = decode_template(template)?;
+                match wait {
+                    Wait::NonBlocking => Some(match store.reserve_now(&template, 1, lease) {
+                        Some((r, mut ts)) => match ts.pop() {
+                            Some(tuple) => tuple_reply(tuple, Some(r)),
+                            None => Reply::Done,
                         },
                         None => Reply::Done,
-                    },
-                    None => Reply::Done,
-                }),
-                _ => self.block(
-                    &route,
-                    h.request_id,
-                    &template,
-                    WaitMode::Take { lease },
-                    wait,
-                ),
-            },
-            Request::Read { template, wait } => match wait {
-                Wait::NonBlocking => Some(match store.read_now(&template) {
-                    Some(tuple) => Reply::Tuple {
-                        tuple,
-                        reservation: None,
-                    },
-                    None => Reply::Done,
-                }),
-                _ => self.block(&route, h.request_id, &template, WaitMode::Read, wait),
-            },
+                    }),
+                    _ => self.block(route, request_id, &template, WaitMode::Take { lease }, wait),
+                }
+            }
+            Request::Read { template, wait } => {
+                let template = decode_template(template)?;
+                match wait {
+                    Wait::NonBlocking => Some(match store.read_now(&template) {
+                        Some(tuple) => tuple_reply(tuple, None),
+                        None => Reply::Done,
+                    }),
+                    _ => self.block(route, request_id, &template, WaitMode::Read, wait),
+                }
+            }
             Request::TakeAll { template, max } => {
+                let template = decode_template(template)?;
                 let max = usize::try_from(max).unwrap_or(usize::MAX);
                 Some(match store.reserve_now(&template, max, lease) {
-                    Some((r, tuples)) => Reply::Tuples {
-                        reservation: Some(r),
-                        tuples,
-                    },
-                    None => Reply::Tuples {
-                        reservation: None,
-                        tuples: Vec::new(),
-                    },
+                    Some((r, tuples)) => tuples_reply(Some(r), &tuples),
+                    None => tuples_reply(None, &[]),
                 })
             }
             Request::ReadAll { template, max } => {
+                let template = decode_template(template)?;
                 let max = usize::try_from(max).unwrap_or(usize::MAX);
-                Some(Reply::Tuples {
-                    reservation: None,
-                    tuples: store.read_all(&template, max),
-                })
+                Some(tuples_reply(None, &store.read_all(&template, max)))
             }
-            Request::Count { template } => Some(Reply::Count(store.count(&template) as u64)),
-            Request::Dump { template } => Some(Reply::Tuples {
-                reservation: None,
-                tuples: store.dump(template.as_ref()),
-            }),
-            Request::Confirm(r) => match store.confirm(r) {
-                Ok(()) => ack.then_some(Reply::Done),
-                Err(e) => Some(Reply::from_error(&e)),
-            },
-            Request::Release(r) => match store.release(r) {
-                Ok(()) => ack.then_some(Reply::Done),
-                Err(e) => Some(Reply::from_error(&e)),
-            },
+            Request::Count { template } => {
+                let template = decode_template(template)?;
+                Some(Reply::Count(store.count(&template) as u64))
+            }
+            Request::Dump { template } => {
+                let template = template.map(decode_template).transpose()?;
+                Some(tuples_reply(None, &store.dump(template.as_ref())))
+            }
+            Request::Confirm(r) => {
+                store.confirm(ReservationId(r))?;
+                ack.then_some(Reply::Done)
+            }
+            Request::Release(r) => {
+                store.release(ReservationId(r))?;
+                ack.then_some(Reply::Done)
+            }
             Request::Cancel(id) => {
                 let found = self.cancel_request(&route.identity, id);
                 ack.then_some(Reply::Cancelled(found))
             }
             Request::Ping => ack.then_some(Reply::Done),
-        };
-        if let Some(reply) = reply {
-            self.send(&route, &reply, h.request_id);
-        }
+        })
     }
 
     /// Registers a blocked take/read (or answers at once if something matches).
@@ -641,13 +645,13 @@ impl Worker {
         &mut self,
         route: &Route,
         request_id: u64,
-        template: &crate::template::Template,
+        template: &Template,
         mode: WaitMode,
         wait: Wait,
     ) -> Option<Reply> {
         let sink = self.sink();
         match self.space.store().wait(template, mode, sink) {
-            WaitOutcome::Ready { tuple, reservation } => Some(Reply::Tuple { tuple, reservation }),
+            WaitOutcome::Ready { tuple, reservation } => Some(tuple_reply(tuple, reservation)),
             WaitOutcome::Waiting(handle) => {
                 let id = handle.id().0;
                 let now = Instant::now();
@@ -711,11 +715,8 @@ impl Worker {
                 Some(p) if !p.cancelled => {
                     self.by_request
                         .remove(&(p.route.identity.clone(), p.request_id));
-                    let reply = Reply::Tuple {
-                        tuple: d.tuple,
-                        reservation: d.reservation,
-                    };
-                    self.send(&p.route, &reply, p.request_id);
+                    let reply = tuple_reply(d.tuple, d.reservation);
+                    self.send(&p.route, reply, p.request_id);
                 }
                 other => {
                     if let Some(p) = other {
@@ -748,7 +749,7 @@ impl Worker {
                     self.by_request
                         .remove(&(p.route.identity.clone(), p.request_id));
                     // Timed out: an empty OK means "no match".
-                    self.send(&p.route, &Reply::Done, p.request_id);
+                    self.send(&p.route, Reply::Done, p.request_id);
                 }
             }
             // Otherwise it was served just in time; the delivery is answered normally.
@@ -795,12 +796,51 @@ impl Worker {
     }
 }
 
+/// Decodes a request's tuple frame with the model; a bad one is `BAD_TUPLE`.
+fn decode_tuple(frame: &[u8]) -> Result<Tuple> {
+    Tuple::from_cbor(frame).map_err(|e| Error::protocol(ErrorCode::BadTuple, e.to_string()))
+}
+
+/// Decodes a request's template frame with the model; a bad one is `BAD_TEMPLATE`.
+fn decode_template(frame: &[u8]) -> Result<Template> {
+    Template::from_cbor(frame).map_err(|e| Error::protocol(ErrorCode::BadTemplate, e.to_string()))
+}
+
+/// The reply carrying one taken or read tuple.
+fn tuple_reply(tuple: Tuple, reservation: Option<ReservationId>) -> Reply {
+    Reply::Tuple {
+        tuple: tuple.to_cbor(),
+        reservation: reservation.map(|r| r.0),
+    }
+}
+
+/// The reply of a bulk op (TAKE_ALL, READ_ALL, DUMP).
+fn tuples_reply(reservation: Option<ReservationId>, tuples: &[Tuple]) -> Reply {
+    Reply::Tuples {
+        reservation: reservation.map(|r| r.0),
+        tuples: tuples.iter().map(Tuple::to_cbor).collect(),
+    }
+}
+
+/// The code and message of the error reply for `e`: a protocol error keeps its own, other
+/// errors are `INTERNAL`.
+fn error_reply(e: Error) -> (ErrorCode, String) {
+    match e {
+        Error::Protocol { code, message } | Error::Remote { code, message } => (code, message),
+        Error::UnknownReservation(r) => (
+            ErrorCode::UnknownReservation,
+            format!("unknown reservation {r}"),
+        ),
+        other => (ErrorCode::Internal, other.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Op;
-    use crate::template::{Field, Kind, Template};
-    use crate::value::{Tuple, Value};
+    use crate::template::{Field, Kind};
+    use crate::value::Value;
+    use agora_wire::space::{Header, Op};
 
     fn job(n: i64) -> Tuple {
         Tuple(vec![Value::from("job"), Value::Int(n)])
@@ -830,21 +870,25 @@ mod tests {
         sock.send_multipart(req.encode(id, flags), 0).unwrap();
     }
 
-    /// Receives one reply within `within`, or `None`.
-    fn recv_within(sock: &zmq::Socket, op: Op, within: Duration) -> Option<(u64, Reply)> {
+    /// Receives one reply within `within`, or `None`; its tuples decoded with the model.
+    fn recv_within(sock: &zmq::Socket, op: Op, within: Duration) -> Option<(u64, Reply<Tuple>)> {
         if sock.poll(zmq::POLLIN, within.as_millis() as i64).unwrap() == 0 {
             return None;
         }
         let frames = sock.recv_multipart(0).unwrap();
         let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-        Some(Reply::decode(op, &refs).unwrap())
+        let (id, reply) = Reply::decode(op, &refs).unwrap();
+        Some((
+            id,
+            reply.map(|t| Tuple::from_cbor(&t).expect("a CBOR tuple")),
+        ))
     }
 
-    fn recv(sock: &zmq::Socket, op: Op) -> (u64, Reply) {
+    fn recv(sock: &zmq::Socket, op: Op) -> (u64, Reply<Tuple>) {
         recv_within(sock, op, Duration::from_secs(5)).expect("a reply within 5 s")
     }
 
-    fn call(sock: &zmq::Socket, req: &Request, id: u64) -> Reply {
+    fn call(sock: &zmq::Socket, req: &Request, id: u64) -> Reply<Tuple> {
         send(sock, req, id, 0);
         let (rid, r) = recv(sock, req.op());
         assert_eq!(rid, id);
@@ -864,7 +908,7 @@ mod tests {
 
     fn take(wait: Wait) -> Request {
         Request::Take {
-            template: job_t(),
+            template: job_t().to_cbor(),
             wait,
         }
     }
@@ -876,11 +920,13 @@ mod tests {
         assert!(!s.endpoint().ends_with(":*"));
         let c = dealer(&s);
         let out = Request::Out {
-            tuple: job(1),
+            tuple: job(1).to_cbor(),
             lease: None,
         };
         assert_eq!(call(&c, &out, 1), Reply::Done);
-        let count = Request::Count { template: job_t() };
+        let count = Request::Count {
+            template: job_t().to_cbor(),
+        };
         assert_eq!(call(&c, &count, 2), Reply::Count(1));
         let Reply::Tuple { tuple, reservation } = call(&c, &take(Wait::NonBlocking), 3) else {
             panic!("expected a tuple")
@@ -909,12 +955,14 @@ mod tests {
         let c = dealer(&s);
         for n in 0..20 {
             let out = Request::Out {
-                tuple: job(n),
+                tuple: job(n).to_cbor(),
                 lease: None,
             };
             assert_eq!(call(&c, &out, n as u64), Reply::Done);
         }
-        let count = Request::Count { template: job_t() };
+        let count = Request::Count {
+            template: job_t().to_cbor(),
+        };
         assert_eq!(call(&c, &count, 100), Reply::Count(20));
         // Woken through the doorbell (an in-process out), not the socket.
         let t1 = Template(vec![
@@ -922,7 +970,7 @@ mod tests {
             Field::Actual(Value::Int(99)),
         ]);
         let wait = Request::Take {
-            template: t1,
+            template: t1.to_cbor(),
             wait: Wait::Forever,
         };
         send(&c, &wait, 101, 0);
@@ -940,13 +988,13 @@ mod tests {
         let c = dealer(&s);
         for n in 0..4 {
             let out = Request::Out {
-                tuple: job(n),
+                tuple: job(n).to_cbor(),
                 lease: None,
             };
             send(&c, &out, 100 + n as u64, FLAG_NO_REPLY);
         }
         let read_all = Request::ReadAll {
-            template: job_t(),
+            template: job_t().to_cbor(),
             max: 2,
         };
         assert_eq!(
@@ -957,7 +1005,7 @@ mod tests {
             }
         );
         let take_all = Request::TakeAll {
-            template: job_t(),
+            template: job_t().to_cbor(),
             max: 3,
         };
         let Reply::Tuples {
@@ -989,7 +1037,7 @@ mod tests {
         assert!(eventually(|| s.space().store().waiter_count() == 1));
         assert!(recv_within(&a, Op::Take, Duration::from_millis(20)).is_none());
         let out = Request::Out {
-            tuple: job(5),
+            tuple: job(5).to_cbor(),
             lease: None,
         };
         assert_eq!(call(&b, &out, 1), Reply::Done);
@@ -1030,7 +1078,7 @@ mod tests {
         let c = dealer(&s);
         let expect_err = |frames: Vec<Vec<u8>>, want: ErrorCode| {
             c.send_multipart(frames, 0).unwrap();
-            let (_, r) = recv(&c, Op::Ping);
+            let (_, r) = recv(&c, Op::SpacePing);
             match r {
                 Reply::Error { code, message } => {
                     assert_eq!(code, want, "{message}");
@@ -1040,25 +1088,44 @@ mod tests {
             }
         };
         expect_err(vec![b"garbage".to_vec()], ErrorCode::Malformed);
-        let mut h = Header::new(Op::Ping, 0, 1).encode();
+        let mut h = Header::new(Op::SpacePing, 1).encode();
         h[0] = 9;
         expect_err(vec![h.to_vec()], ErrorCode::UnsupportedVersion);
         let h = Header {
-            version: 1,
             op: 0x3F,
             flags: 0,
+            content_type: 0,
             request_id: 2,
         };
         expect_err(vec![h.encode().to_vec()], ErrorCode::UnknownOp);
-        let h = Header::new(Op::Take, 0, 3).encode().to_vec();
+        let h = Header::new(Op::Take, 3).encode().to_vec();
         expect_err(
             vec![h.clone(), vec![0xff, 0xfe, 0x00]],
             ErrorCode::BadTemplate,
         );
         expect_err(vec![h.clone(), vec![0; 300]], ErrorCode::TooLarge);
-        let h = Header::new(Op::Out, 0, 4).encode().to_vec();
+        let h = Header::new(Op::Out, 4).encode().to_vec();
         expect_err(vec![h], ErrorCode::Malformed);
         assert_eq!(call(&c, &Request::Ping, 5), Reply::Done);
+    }
+
+    #[test]
+    fn bad_tuples_and_templates_get_their_codes_and_never_panic() {
+        let code = |e: Error| error_reply(e).0;
+        let e = decode_tuple(b"\xff\x00garbage").unwrap_err();
+        assert_eq!(code(e), ErrorCode::BadTuple);
+        let e = decode_template(b"\x01\x02").unwrap_err();
+        assert_eq!(code(e), ErrorCode::BadTemplate);
+        // Every prefix/bit-flip of a valid tuple decodes or errors, never panics.
+        let body = Tuple(vec![Value::from("a"), Value::Array(vec![Value::Int(1)])]).to_cbor();
+        for cut in 0..body.len() {
+            let _ = decode_tuple(&body[..cut]);
+        }
+        for i in 0..body.len() {
+            let mut b = body.clone();
+            b[i] ^= 0xff;
+            let _ = decode_tuple(&b);
+        }
     }
 
     #[test]
@@ -1088,7 +1155,7 @@ mod tests {
             Field::Actual(Value::Int(1)),
         ]);
         let wait = Request::Take {
-            template: t1,
+            template: t1.to_cbor(),
             wait: Wait::Timeout(Duration::from_secs(5)),
         };
         send(&b, &wait, 2, 0);
@@ -1111,7 +1178,13 @@ mod tests {
         assert_eq!(s.space().store().waiter_count(), 0);
         s.space().out(job(1)).unwrap();
         assert_eq!(
-            call(&a, &Request::Count { template: job_t() }, 8),
+            call(
+                &a,
+                &Request::Count {
+                    template: job_t().to_cbor()
+                },
+                8
+            ),
             Reply::Count(1)
         );
         // No late reply for the cancelled take.
@@ -1145,7 +1218,7 @@ mod tests {
             let started = Instant::now();
             for i in 0..n {
                 let out = Request::Out {
-                    tuple: job(i as i64),
+                    tuple: job(i as i64).to_cbor(),
                     lease: None,
                 };
                 call(&c, &out, 2 * i);

@@ -1,13 +1,16 @@
-//! The bus wire protocol: every frame the broker and its clients exchange is built and parsed
-//! here, and nowhere else. docs/PROTOCOL.md describes the same bytes for people.
+//! The event bus's frames: every frame the broker and its clients exchange on the bus is built
+//! and parsed here, and nowhere else. docs/PROTOCOL.md describes the same bytes for people:
+//! this module follows its sections "Requests and replies" (PUBLISH and its flags, HELLO,
+//! PING, STATS, SYNC, queue groups, ACKS, error replies), "Events" (the event frame, the
+//! meta, beacons, `$sys.stats`) and "Replay and durable subscriptions".
 //!
 //! Two sockets carry the bus:
 //!
 //! * **Requests** (client `DEALER` → broker `ROUTER`): a multipart message whose first frame
 //!   starts with a 12-byte [`Header`]. A publish is that one frame: header, topic, a NUL byte,
-//!   payload ([`encode_publish`]). Other ops have a header-only first frame followed by
-//!   op-specific frames. Replies come back on the same socket with the request id echoed and
-//!   op [`Op::Ok`] or [`Op::Error`].
+//!   payload ([`encode_publish`], or with room for the meta [`encode_room_publish`]). Other
+//!   ops have a header-only first frame followed by op-specific frames. Replies come back on
+//!   the same socket with the request id echoed and op [`Op::Ok`] or [`Op::Error`].
 //! * **Events** (broker `XPUB` → client `SUB`): one frame: topic, a NUL byte, a 32-byte
 //!   [`Meta`], payload ([`encode_event`]). The topic leads so SUB prefix filtering works; the NUL
 //!   lets a SUB subscribe to `topic\0` for an exact topic.
@@ -15,108 +18,115 @@
 //! One frame per publish and per event, because at small sizes ZeroMQ's per-frame cost is
 //! what limits throughput (see the README's benchmark).
 //!
+//! The header, the ops and the error codes are shared with the tuple space ([`crate::header`],
+//! [`crate::op`], [`crate::error`]); they are re-exported here under the names the bus side has
+//! always used.
+//!
 //! Decoding never panics: every malformed input is a [`ProtocolError`] that the broker turns
 //! into an error reply.
 
 use std::collections::BTreeMap;
 
-use crate::header::{read_header, write_header};
-
-/// Protocol version carried in every header and meta frame.
-pub const VERSION: u8 = 1;
+pub use crate::error::ErrorCode;
+use crate::header::read_header;
 /// Length of the request/reply header frame (the layout is shared with the tuple space).
 pub use crate::header::HEADER_LEN;
+pub use crate::header::{Header, VERSION};
 /// Length of the event metadata frame.
 pub const META_LEN: usize = 32;
 /// Default maximum payload the broker accepts (1 MiB).
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 
-/// Request and reply operation codes (header byte 1).
+/// The ops a bus endpoint takes or sends: the bus's part of [`crate::Op`], with the same bytes
+/// (and the docs there). It is what [`Header::op`] returns, so that a bus endpoint can match
+/// on every op it may see, exhaustively; a space op is none of them, and a bus endpoint
+/// answers it `UNKNOWN_OP` as it does a byte no one defines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
-pub enum Op {
-    /// Publish an event: a single frame `header ‖ topic ‖ 0x00 ‖ payload`.
-    /// Flags: [`FLAG_ACK`], [`FLAG_CONFIRM`].
-    Publish = 0x01,
-    /// Ask for the broker's endpoints and limits; the reply body is a CBOR map ([`Hello`]).
-    Hello = 0x02,
-    /// No-op round trip; the reply is an empty `Ok`. Used by clients to flush.
-    Ping = 0x03,
-    /// Ask for the current statistics snapshot; the reply body is a CBOR map.
-    Stats = 0x04,
-    /// Subscription barrier: frame `token` (1..=64 bytes of `[A-Za-z0-9_-]`). The broker
-    /// publishes an empty event on `$sync.<token>` and replies `Ok`. A client that has
-    /// subscribed to `$sync.<token>` and receives that event knows every subscription it made
-    /// before on the same SUB socket is in effect at the broker.
-    Sync = 0x05,
-    /// Replay from the log (sent to the **replay** endpoint, see [`Hello::replay`]): frame
-    /// 1 is a CBOR [`ReplayRequest`]. The reply is `Ok` with a CBOR [`ReplayStart`], then
-    /// [`Op::ReplayBatch`] messages (never more than the granted credit unacknowledged),
-    /// then one [`Op::ReplayEnd`]; all carry the REPLAY's request id.
-    Replay = 0x10,
-    /// Broker → client: one batch of a replay. Frame 1: `[scanned up to u64 LE]` (the
-    /// offset the replay will read next); frame 2: the events, each `[u32 LE length][event
-    /// frame]` with the same event frame as live delivery. Consumes one credit.
-    ReplayBatch = 0x11,
-    /// Broker → client: the replay reached its end. Frame 1: `[end offset u64 LE][events
-    /// sent u64 LE]`: every matching event below `end` was sent. Needs no credit.
-    ReplayEnd = 0x12,
-    /// Client → broker: grant `n` more batches to the replay named by the request id.
-    /// Frame 1: `[n u32 LE]`. No reply.
-    Credit = 0x13,
-    /// Client → broker: stop the replay named by the request id. No reply.
-    ReplayClose = 0x14,
-    /// Client → broker: move a durable subscription's cursor past an offset. Frame 1: the
-    /// name (UTF-8), frame 2: `[offset u64 LE]` (every event at or below it is done). `Ok`
-    /// once the cursor is on disk.
-    DurableAck = 0x15,
-    /// Client → broker: delete a durable subscription's cursor. Frame 1: the name. `Ok`.
-    DurableDelete = 0x16,
-    /// Join a queue group: frame 1 the group name (1..=64 bytes of `[A-Za-z0-9_.-]`), frame 2
-    /// a filter. `Ok` once joined; from then on each event matching the filter goes to ONE
-    /// member of the group (round robin over members that can take it), as an
-    /// [`Op::Deliver`] message carrying this request's id. Members must use DEALER sockets.
-    QueueJoin = 0x06,
-    /// Leave a queue group: frame 1 `[join request id u64 LE]`. `Ok`.
-    QueueLeave = 0x07,
-    /// Broker → queue-group member: one event. Frame 1: the event frame (as on the events
-    /// socket). The header's request id is the member's QUEUE_JOIN request id.
-    Deliver = 0x82,
-    /// Broker → client: acks for several publishes that asked for them with
-    /// [`FLAG_BATCH_ACKS`], one message per client per release (a group commit can confirm
-    /// thousands at once). Header request id 0; frame 1: `n` × 24 bytes, each
-    /// `[request id u64 LE][offset u64 LE][seq u64 LE]`.
-    Acks = 0x83,
-    /// Success reply.
-    Ok = 0x80,
-    /// Error reply: frames `code` (u16 LE) and `message` (UTF-8).
-    Error = 0x81,
+pub enum BusOp {
+    /// [`crate::Op::Publish`]
+    Publish = crate::Op::Publish as u8,
+    /// [`crate::Op::Hello`]
+    Hello = crate::Op::Hello as u8,
+    /// [`crate::Op::Ping`]
+    Ping = crate::Op::Ping as u8,
+    /// [`crate::Op::Stats`]
+    Stats = crate::Op::Stats as u8,
+    /// [`crate::Op::Sync`]
+    Sync = crate::Op::Sync as u8,
+    /// [`crate::Op::Replay`]
+    Replay = crate::Op::Replay as u8,
+    /// [`crate::Op::ReplayBatch`]
+    ReplayBatch = crate::Op::ReplayBatch as u8,
+    /// [`crate::Op::ReplayEnd`]
+    ReplayEnd = crate::Op::ReplayEnd as u8,
+    /// [`crate::Op::Credit`]
+    Credit = crate::Op::Credit as u8,
+    /// [`crate::Op::ReplayClose`]
+    ReplayClose = crate::Op::ReplayClose as u8,
+    /// [`crate::Op::DurableAck`]
+    DurableAck = crate::Op::DurableAck as u8,
+    /// [`crate::Op::DurableDelete`]
+    DurableDelete = crate::Op::DurableDelete as u8,
+    /// [`crate::Op::QueueJoin`]
+    QueueJoin = crate::Op::QueueJoin as u8,
+    /// [`crate::Op::QueueLeave`]
+    QueueLeave = crate::Op::QueueLeave as u8,
+    /// [`crate::Op::Deliver`]
+    Deliver = crate::Op::Deliver as u8,
+    /// [`crate::Op::Acks`]
+    Acks = crate::Op::Acks as u8,
+    /// [`crate::Op::Ok`]
+    Ok = crate::Op::Ok as u8,
+    /// [`crate::Op::Error`]
+    Error = crate::Op::Error as u8,
 }
 
-impl Op {
-    /// The op for a header byte, if it is one this broker knows.
-    pub fn from_u8(b: u8) -> Option<Op> {
-        Some(match b {
-            0x01 => Op::Publish,
-            0x02 => Op::Hello,
-            0x03 => Op::Ping,
-            0x04 => Op::Stats,
-            0x05 => Op::Sync,
-            0x06 => Op::QueueJoin,
-            0x07 => Op::QueueLeave,
-            0x82 => Op::Deliver,
-            0x83 => Op::Acks,
-            0x10 => Op::Replay,
-            0x11 => Op::ReplayBatch,
-            0x12 => Op::ReplayEnd,
-            0x13 => Op::Credit,
-            0x14 => Op::ReplayClose,
-            0x15 => Op::DurableAck,
-            0x16 => Op::DurableDelete,
-            0x80 => Op::Ok,
-            0x81 => Op::Error,
-            _ => return None,
+/// The bus's ops by the name the broker's dispatcher has always imported them under
+/// (`agora_wire::bus::Op`); new code names [`BusOp`] or [`crate::Op`].
+pub use self::BusOp as Op;
+
+impl BusOp {
+    /// The bus op for a header byte: `None` for a space op and for a byte no one defines.
+    pub fn from_u8(b: u8) -> Option<BusOp> {
+        use crate::Op as Any;
+        Some(match Any::from_u8(b)? {
+            Any::Publish => BusOp::Publish,
+            Any::Hello => BusOp::Hello,
+            Any::Ping => BusOp::Ping,
+            Any::Stats => BusOp::Stats,
+            Any::Sync => BusOp::Sync,
+            Any::QueueJoin => BusOp::QueueJoin,
+            Any::QueueLeave => BusOp::QueueLeave,
+            Any::Replay => BusOp::Replay,
+            Any::ReplayBatch => BusOp::ReplayBatch,
+            Any::ReplayEnd => BusOp::ReplayEnd,
+            Any::Credit => BusOp::Credit,
+            Any::ReplayClose => BusOp::ReplayClose,
+            Any::DurableAck => BusOp::DurableAck,
+            Any::DurableDelete => BusOp::DurableDelete,
+            Any::Ok => BusOp::Ok,
+            Any::Error => BusOp::Error,
+            Any::Deliver => BusOp::Deliver,
+            Any::Acks => BusOp::Acks,
+            Any::Out
+            | Any::Take
+            | Any::Read
+            | Any::TakeAll
+            | Any::ReadAll
+            | Any::Count
+            | Any::Dump
+            | Any::Confirm
+            | Any::Release
+            | Any::Cancel
+            | Any::SpacePing => return None,
         })
+    }
+}
+
+impl From<BusOp> for crate::Op {
+    fn from(op: BusOp) -> crate::Op {
+        crate::Op::from_u8(op as u8).expect("every bus op is an op")
     }
 }
 
@@ -227,54 +237,6 @@ impl ContentType {
     }
 }
 
-/// Error codes carried in error replies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u16)]
-pub enum ErrorCode {
-    /// The frames do not form a valid message (too short, wrong count, bad header).
-    Malformed = 1,
-    /// The op byte names no operation this broker serves.
-    UnknownOp = 2,
-    /// The payload is larger than the broker's maximum.
-    PayloadTooLarge = 3,
-    /// The topic is not a valid topic (see docs/PROTOCOL.md).
-    BadTopic = 4,
-    /// The header's version byte is not one this broker speaks.
-    UnsupportedVersion = 5,
-    /// The broker failed internally while serving the request.
-    Internal = 6,
-    /// The request is well formed but its arguments are invalid.
-    BadRequest = 7,
-    /// The broker is shutting down or cannot serve this now.
-    Unavailable = 8,
-    /// A producer's publish skipped a sequence number; resend from the expected one.
-    OutOfOrder = 9,
-    /// A replay asked for events the log no longer holds (retention removed them); the
-    /// message says which offset is the oldest available.
-    Truncated = 10,
-    /// The durable subscription named does not exist.
-    UnknownDurable = 11,
-}
-
-impl ErrorCode {
-    /// The code for a number; unknown numbers read as [`ErrorCode::Internal`].
-    pub fn from_u16(v: u16) -> ErrorCode {
-        match v {
-            1 => ErrorCode::Malformed,
-            2 => ErrorCode::UnknownOp,
-            3 => ErrorCode::PayloadTooLarge,
-            4 => ErrorCode::BadTopic,
-            5 => ErrorCode::UnsupportedVersion,
-            7 => ErrorCode::BadRequest,
-            8 => ErrorCode::Unavailable,
-            9 => ErrorCode::OutOfOrder,
-            10 => ErrorCode::Truncated,
-            11 => ErrorCode::UnknownDurable,
-            _ => ErrorCode::Internal,
-        }
-    }
-}
-
 /// A malformed frame or message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
@@ -309,45 +271,9 @@ impl ProtocolError {
         }
     }
 }
-
-/// The first frame of every request and reply.
-///
-/// Layout (12 bytes): `[version u8][op u8][flags u8][content type u8][request id u64 LE]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Header {
-    /// Operation (raw byte; see [`Op`]).
-    pub op: u8,
-    /// Op-specific flags.
-    pub flags: u8,
-    /// Content type of a publish's payload ([`ContentType`]); 0 elsewhere.
-    pub content_type: u8,
-    /// Chosen by the client, echoed in the reply. 0 is allowed (the broker's replies to a
-    /// header it cannot parse also carry 0).
-    pub request_id: u64,
-}
-
+/// The bus's reading of a [`Header`]: the version is checked, and a header-only frame must be
+/// exactly [`HEADER_LEN`] bytes.
 impl Header {
-    /// A header for `op` with the given request id, no flags.
-    pub fn new(op: Op, request_id: u64) -> Header {
-        Header {
-            op: op as u8,
-            flags: 0,
-            content_type: 0,
-            request_id,
-        }
-    }
-
-    /// The 12 header bytes.
-    pub fn encode(&self) -> [u8; HEADER_LEN] {
-        write_header(
-            VERSION,
-            self.op,
-            self.flags,
-            self.content_type,
-            self.request_id,
-        )
-    }
-
     /// Parse a header-only frame. The version is checked; the op is not (see [`Header::op`]).
     pub fn decode(frame: &[u8]) -> Result<Header, ProtocolError> {
         if frame.len() != HEADER_LEN {
@@ -372,15 +298,9 @@ impl Header {
         Ok((header, &frame[HEADER_LEN..]))
     }
 
-    /// The request id in a frame that looks like a header but may be malformed otherwise, so
-    /// that an error reply can still name the request.
-    pub fn salvage_request_id(frame: &[u8]) -> u64 {
-        read_header(frame).map_or(0, |(.., request_id)| request_id)
-    }
-
-    /// The known op, or an error naming the unknown byte.
-    pub fn op(&self) -> Result<Op, ProtocolError> {
-        Op::from_u8(self.op).ok_or(ProtocolError::UnknownOp(self.op))
+    /// The bus op, or an error naming the byte if it is not one (a space op included).
+    pub fn op(&self) -> Result<BusOp, ProtocolError> {
+        BusOp::from_u8(self.op).ok_or(ProtocolError::UnknownOp(self.op))
     }
 }
 
@@ -447,6 +367,38 @@ pub fn encode_publish(header: &Header, topic: &[u8], payload: &[u8]) -> Vec<u8> 
     frame.push(0);
     frame.extend_from_slice(payload);
     frame
+}
+
+/// Build a publish frame with [`FLAG_ROOM`] (the header's flags must include it, and
+/// [`FLAG_PRODUCER`] if `producer` is given): `header ‖ [producer id u64 LE][producer seq u64
+/// LE] ‖ zero padding ‖ topic ‖ 0x00 ‖ payload`, the topic at [`PUBLISH_ROOM`], so the broker
+/// turns the frame into its event in place ([`publish_into_event`]).
+///
+/// `write_payload` appends the payload to the frame (the SDK serializes straight into it, so
+/// the payload is written once). `capacity` is a hint for the payload's size. The header can
+/// be rewritten later in the first [`HEADER_LEN`] bytes (the SDK's I/O thread stamps the
+/// request id there). Returns the frame and where the payload starts.
+pub fn encode_room_publish<E>(
+    header: &Header,
+    producer: Option<(u64, u64)>,
+    topic: &[u8],
+    capacity: usize,
+    write_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<(Vec<u8>, usize), E> {
+    let producer_len = if producer.is_some() { 16 } else { 0 };
+    debug_assert!(HEADER_LEN + producer_len <= PUBLISH_ROOM);
+    let start = PUBLISH_ROOM + topic.len() + 1;
+    let mut frame = Vec::with_capacity(start + capacity);
+    frame.extend_from_slice(&header.encode());
+    if let Some((id, seq)) = producer {
+        frame.extend_from_slice(&id.to_le_bytes());
+        frame.extend_from_slice(&seq.to_le_bytes());
+    }
+    frame.resize(PUBLISH_ROOM, 0);
+    frame.extend_from_slice(topic);
+    frame.push(0);
+    write_payload(&mut frame)?;
+    Ok((frame, start))
 }
 
 /// Split the bytes after a publish header into `(topic, payload)`. The topic ends at the first
@@ -549,7 +501,7 @@ pub fn decode_publish_ack(body: &[u8]) -> Result<(u64, u64), ProtocolError> {
 
 /// Body of an error reply: frame 1 is the code (u16 LE), frame 2 the message.
 pub fn encode_error_code(code: ErrorCode) -> [u8; 2] {
-    (code as u16).to_le_bytes()
+    code.encode()
 }
 
 /// Parse an error reply's frames (after the header) into a code and message.
@@ -868,12 +820,24 @@ mod tests {
             &"t".repeat(crate::topic::MAX_TOPIC_LEN),
         ] {
             for producer_len in [0, 16] {
-                let mut frame = Header::new(Op::Publish, 1).encode().to_vec();
-                frame.resize(HEADER_LEN + producer_len, 0xee);
-                frame.resize(PUBLISH_ROOM, 0);
-                frame.extend_from_slice(topic.as_bytes());
-                frame.push(0);
-                frame.extend_from_slice(b"payload\0bytes");
+                let ee = u64::from_le_bytes([0xee; 8]);
+                let producer = (producer_len > 0).then_some((ee, ee));
+                let header = Header::new(Op::Publish, 1).with_flags(FLAG_ROOM);
+                let (mut frame, start) =
+                    encode_room_publish(&header, producer, topic.as_bytes(), 13, |f| {
+                        f.extend_from_slice(b"payload\0bytes");
+                        Ok::<(), ()>(())
+                    })
+                    .unwrap();
+                assert_eq!(start, PUBLISH_ROOM + topic.len() + 1);
+                assert_eq!(&frame[start..], b"payload\0bytes");
+                assert_eq!(frame[..HEADER_LEN], header.encode());
+                assert!(frame[HEADER_LEN..HEADER_LEN + producer_len]
+                    .iter()
+                    .all(|b| *b == 0xee));
+                assert!(frame[HEADER_LEN + producer_len..PUBLISH_ROOM]
+                    .iter()
+                    .all(|b| *b == 0));
                 let rest = split_room(&frame[HEADER_LEN + producer_len..], producer_len).unwrap();
                 let (t, payload) = split_topic(rest, crate::topic::MAX_TOPIC_LEN).unwrap();
                 assert_eq!((t, payload), (topic.as_bytes(), &b"payload\0bytes"[..]));

@@ -75,7 +75,8 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::invalid_regex)] // the point: an invalid pattern
+    // The invalid pattern is the point: its error is what is tested.
+    #[allow(clippy::invalid_regex)]
     fn regex_errors_are_one_line() {
         let e = regex::Regex::new("(unclosed").unwrap_err();
         let line = regex_error_line(&e);
