@@ -2,9 +2,10 @@
 //! [`agora_wire::space`]'s, docs/PROTOCOL.md "Tuple space"; the tuples and templates in them
 //! are decoded here, with the model).
 //!
-//! One thread owns the socket and loops on `zmq::poll`. A blocked take or read is a waiter
-//! registered in the store (no thread or task per waiter); its sink pushes the delivery into
-//! a channel and rings a doorbell (a Unix socket pair polled next to the `ROUTER`), so an
+//! One thread owns the socket and sleeps in poll(2) on the `ROUTER`'s descriptor and a
+//! doorbell ([`agora_wire::socket`]). A blocked take or read is a waiter registered in the
+//! store (no thread or task per waiter); its sink pushes the delivery into a channel and
+//! rings the doorbell, so an
 //! `out` made by any thread (another client through this server, or an in-process user of
 //! the same [`Space`]) wakes the server thread, which sends the reply.
 //!
@@ -13,17 +14,14 @@
 //! puts the tuple back in its original place when the lease runs out. Blocked requests of a
 //! client that has sent nothing for [`ServerConfig::client_timeout`] are dropped.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use agora_wire::socket::{doorbell, poll_in, Bell, PendingReplies, ReplyAddress, Ringer};
 use agora_wire::space::{decode_header, Reply, Request, Wait, FLAG_NO_REPLY, VERSION};
 
 use crate::error::{Error, ErrorCode, Result};
@@ -53,11 +51,9 @@ pub struct ServerConfig {
     /// After a loop turn that handled a few requests (at most 4), the server thread keeps
     /// looking for the next one for this long before it goes to sleep: a sequential
     /// client's next request follows within a round trip, and a thread put to sleep and
-    /// woken again can cost tens of µs on a VM. Measured on the 2-core dev VM with 200 µs:
-    /// when its wake-ups were slow (bare echo p50 ~105 µs), a sequential `out` + `take`
-    /// pair went from ~3.8 to ~1.2 echo round trips; when they were fast (echo p50 26 µs)
-    /// it changed little (~3.3 to ~3.1); pipelined throughput dropped by up to ~15% in
-    /// some runs, and the thread burns CPU while a client is active. Default zero (off).
+    /// woken again can cost more than that on a VM. The spin costs CPU while a client is
+    /// active, and pipelined clients gain nothing from it (README, "Performance", has the
+    /// figures). Default zero (off).
     pub spin: Duration,
 }
 
@@ -87,28 +83,12 @@ impl std::fmt::Debug for ServerConfig {
     }
 }
 
-/// Wakes the server thread from other threads: a byte written to a Unix socket pair that the
-/// server polls next to its `ROUTER`. `rung` keeps it to one pending byte.
-struct Doorbell {
-    tx: UnixStream,
-    rung: AtomicBool,
-}
-
-impl Doorbell {
-    fn ring(&self) {
-        if !self.rung.swap(true, Ordering::AcqRel) {
-            // WouldBlock means bytes are already pending: the server will wake anyway.
-            let _ = (&self.tx).write(&[1]);
-        }
-    }
-}
-
 /// A running space server. Dropping it (or [`SpaceServer::shutdown`]) stops the thread.
 pub struct SpaceServer {
     endpoint: String,
     space: Space,
     stop: Arc<AtomicBool>,
-    bell: Arc<Doorbell>,
+    ringer: Ringer,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -135,15 +115,12 @@ impl SpaceServer {
             Ok(s) => s,
             Err(_) => config.endpoint.clone(),
         };
-        let (bell_tx, bell_rx) = UnixStream::pair()?;
-        bell_tx.set_nonblocking(true)?;
-        bell_rx.set_nonblocking(true)?;
-        let bell = Arc::new(Doorbell {
-            tx: bell_tx,
-            rung: AtomicBool::new(false),
-        });
+        // Armed while the thread works as well as while it sleeps: a ring between two looks
+        // at the channels is seen by the next poll (or by the spin, through `Bell::rang`).
+        let (ringer, bell) = doorbell()?;
+        bell.arm();
         let stop = Arc::new(AtomicBool::new(false));
-        let ring = bell.clone();
+        let ring = ringer.clone();
         space
             .store()
             .set_sync_listener(Some(Arc::new(move || ring.ring())));
@@ -151,16 +128,15 @@ impl SpaceServer {
         let router_fd = router.get_fd()?;
         let mut worker = Worker {
             router,
-            bell_rx,
-            bell: bell.clone(),
+            bell,
+            ringer: ringer.clone(),
             stop: stop.clone(),
             space: space.clone(),
             config,
             deliveries_tx: dtx,
             deliveries: drx,
-            pending: HashMap::new(),
+            pending: PendingReplies::new(),
             by_request: HashMap::new(),
-            deadlines: BinaryHeap::new(),
             last_seen: HashMap::new(),
             next_sweep: Instant::now(),
             next_tick: Instant::now(),
@@ -178,7 +154,7 @@ impl SpaceServer {
             endpoint,
             space,
             stop,
-            bell,
+            ringer,
             thread: Some(thread),
         })
     }
@@ -200,8 +176,7 @@ impl SpaceServer {
 
     fn stop_and_join(&mut self) {
         self.stop.store(true, Ordering::Release);
-        self.bell.rung.store(false, Ordering::Release);
-        self.bell.ring();
+        self.ringer.knock();
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
                 tracing::error!("space server thread panicked");
@@ -219,14 +194,9 @@ impl Drop for SpaceServer {
 /// Where a reply goes: the client's routing id, and whether it used a `REQ` socket (an empty
 /// delimiter frame before the header, echoed back).
 #[derive(Clone, Debug)]
-struct Route {
-    identity: Vec<u8>,
-    delimiter: bool,
-}
-
 /// A blocked request waiting at the server.
 struct Pending {
-    route: Route,
+    route: ReplyAddress,
     request_id: u64,
     handle: WaiterHandle,
     /// Cancelled (by CANCEL, timeout or a dead client) after the store had already served it:
@@ -236,19 +206,18 @@ struct Pending {
 
 struct Worker {
     router: zmq::Socket,
-    bell_rx: UnixStream,
-    bell: Arc<Doorbell>,
+    bell: Bell,
+    /// For the store's sinks and sync listener.
+    ringer: Ringer,
     stop: Arc<AtomicBool>,
     space: Space,
     config: ServerConfig,
     deliveries_tx: mpsc::Sender<Delivery>,
     deliveries: mpsc::Receiver<Delivery>,
-    /// Waiter id -> blocked request.
-    pending: HashMap<u64, Pending>,
+    /// Waiter id -> blocked request, with its timeout if it has one.
+    pending: PendingReplies<Pending>,
     /// (client, request id) -> waiter id, for CANCEL.
     by_request: HashMap<(Vec<u8>, u64), u64>,
-    /// Timeouts of blocked requests: (deadline, waiter id).
-    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Last time each client with blocked requests was heard from.
     last_seen: HashMap<Vec<u8>, Instant>,
     next_sweep: Instant,
@@ -256,7 +225,7 @@ struct Worker {
     next_tick: Instant,
     /// `OUT` replies waiting for the journal to make them durable: (journal position, where,
     /// request id), in position order.
-    acks: VecDeque<(u64, Route, u64)>,
+    acks: VecDeque<(u64, ReplyAddress, u64)>,
     /// Replies of this loop turn, sent together at its end: (request id, frames).
     outbox: Vec<(u64, Vec<Vec<u8>>)>,
     /// The `ROUTER`'s ZMQ_FD (readable when its state may have changed).
@@ -287,8 +256,8 @@ impl Worker {
         while !self.stop.load(Ordering::Acquire) {
             let now = Instant::now();
             let mut wake = self.next_sweep;
-            if let Some(Reverse((d, _))) = self.deadlines.peek() {
-                wake = wake.min(*d);
+            if let Some(d) = self.pending.next_deadline() {
+                wake = wake.min(d);
             }
             if let Some(d) = self.space.store().next_deadline() {
                 // Not before the next allowed tick (a stale deadline must not make it spin).
@@ -307,11 +276,8 @@ impl Worker {
                 }
             };
             if bell_ready {
-                self.bell.rung.store(false, Ordering::Release);
-                // One byte per ring (`rung` keeps it to one pending); anything left over
-                // wakes the next poll at once.
-                let mut buf = [0u8; 64];
-                let _ = (&self.bell_rx).read(&mut buf);
+                self.bell.wake();
+                self.bell.arm();
             }
             if self.stop.load(Ordering::Acquire) {
                 break;
@@ -360,7 +326,7 @@ impl Worker {
     /// per wake-up). The ZMQ_FD only signals a change since the socket was last used, so it
     /// is slept on only after a `recv` found nothing; after sends, ZMQ_EVENTS is asked.
     fn wait(&mut self, timeout_ms: i64) -> std::io::Result<(bool, bool)> {
-        let rung = self.bell.rung.load(Ordering::Acquire);
+        let rung = self.bell.rang();
         if !self.router_settled {
             match self.router.get_events() {
                 Ok(ev) if ev.contains(zmq::POLLIN) => return Ok((true, rung)),
@@ -374,8 +340,7 @@ impl Worker {
         // Busy for a moment after the last request (see [`ServerConfig::spin`]): the next
         // one often comes right behind it. Only after small batches: a client that keeps
         // many requests in flight sends them in bursts, and spinning between bursts takes a
-        // core its own threads need (measured: 1 client x 64 in flight lost up to half its
-        // throughput).
+        // core its own threads need.
         let spin = if self.last_batch <= SPIN_MAX_BATCH {
             self.config.spin
         } else {
@@ -383,7 +348,7 @@ impl Worker {
         };
         let spin_until = self.last_request + spin;
         while Instant::now() < spin_until {
-            if self.bell.rung.load(Ordering::Acquire) {
+            if self.bell.rang() {
                 return Ok((false, true));
             }
             match self.router.get_events() {
@@ -393,30 +358,12 @@ impl Worker {
             }
             std::hint::spin_loop();
         }
-        let mut fds = [
-            libc::pollfd {
-                fd: self.router_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.bell_rx.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
         let timeout = i32::try_from(timeout_ms).unwrap_or(i32::MAX);
-        // SAFETY: `fds` is a valid, writable array of `pollfd` of the length given, alive for
-        // the duration of the call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                return Ok((false, false));
-            }
-            return Err(e);
+        match poll_in([self.router_fd, self.bell.fd()], timeout) {
+            Ok([router, bell]) => Ok((router, bell)),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok((false, false)),
+            Err(e) => Err(e),
         }
-        Ok((fds[0].revents != 0, fds[1].revents != 0))
     }
 
     /// Answers the `OUT`s the journal has made durable.
@@ -443,7 +390,7 @@ impl Worker {
             tracing::error!("space server: final sync failed: {e}");
         }
         self.flush_acks();
-        for p in self.pending.values() {
+        for (_, p) in self.pending.iter() {
             store.cancel(&p.handle);
         }
         for d in self.deliveries.try_iter() {
@@ -451,15 +398,15 @@ impl Worker {
                 let _ = store.release(r);
             }
         }
-        self.pending.clear();
+        self.pending.drain().for_each(drop);
         self.flush_outbox();
     }
 
     /// Queues a reply; [`Worker::flush_outbox`] sends it at the end of the loop turn.
-    fn send(&mut self, route: &Route, reply: Reply, request_id: u64) {
+    fn send(&mut self, route: &ReplyAddress, reply: Reply, request_id: u64) {
         let mut frames: Vec<Vec<u8>> = Vec::with_capacity(5);
         frames.push(route.identity.clone());
-        if route.delimiter {
+        if route.delimited {
             frames.push(Vec::new());
         }
         frames.extend(reply.into_frames(request_id));
@@ -480,14 +427,14 @@ impl Worker {
         }
     }
 
-    fn error(&mut self, route: &Route, request_id: u64, code: ErrorCode, message: String) {
+    fn error(&mut self, route: &ReplyAddress, request_id: u64, code: ErrorCode, message: String) {
         tracing::debug!("space server: error reply {code:?}: {message}");
         self.send(route, Reply::Error { code, message }, request_id);
     }
 
     fn sink(&self) -> Sink {
         let tx = self.deliveries_tx.clone();
-        let bell = self.bell.clone();
+        let bell = self.ringer.clone();
         Box::new(move |d| {
             tx.send(d).map_err(|e| e.0)?;
             bell.ring();
@@ -501,12 +448,13 @@ impl Worker {
             return;
         };
         let rest: Vec<Vec<u8>> = it.collect();
-        let delimiter = rest.first().is_some_and(|f| f.is_empty());
-        let route = Route {
+        // As `ReplyAddress::split` reads it, without copying the identity.
+        let delimited = rest.first().is_some_and(|f| f.is_empty());
+        let route = ReplyAddress {
             identity,
-            delimiter,
+            delimited,
         };
-        let rest = if delimiter { &rest[1..] } else { &rest[..] };
+        let rest = if delimited { &rest[1..] } else { &rest[..] };
         let Some((head, body)) = rest.split_first() else {
             self.error(&route, 0, ErrorCode::Malformed, "no header frame".into());
             return;
@@ -557,7 +505,7 @@ impl Worker {
     /// (a blocked take/read, an `OUT` waiting for its journal) or at all (`NO_REPLY`).
     fn serve(
         &mut self,
-        route: &Route,
+        route: &ReplyAddress,
         request_id: u64,
         flags: u8,
         req: Request<&[u8]>,
@@ -643,7 +591,7 @@ impl Worker {
     /// Registers a blocked take/read (or answers at once if something matches).
     fn block(
         &mut self,
-        route: &Route,
+        route: &ReplyAddress,
         request_id: u64,
         template: &Template,
         mode: WaitMode,
@@ -655,25 +603,25 @@ impl Worker {
             WaitOutcome::Waiting(handle) => {
                 let id = handle.id().0;
                 let now = Instant::now();
-                if let Wait::Timeout(d) = wait {
-                    if let Some(at) = now.checked_add(d) {
-                        self.deadlines.push(Reverse((at, id)));
-                    }
-                }
+                let deadline = match wait {
+                    Wait::Timeout(d) => now.checked_add(d),
+                    _ => None,
+                };
                 // A duplicate request id replaces the older mapping; the older waiter still
                 // gets its own reply.
                 self.by_request
                     .insert((route.identity.clone(), request_id), id);
                 self.last_seen.insert(route.identity.clone(), now);
-                self.pending.insert(
-                    id,
-                    Pending {
-                        route: route.clone(),
-                        request_id,
-                        handle,
-                        cancelled: false,
-                    },
-                );
+                let pending = Pending {
+                    route: route.clone(),
+                    request_id,
+                    handle,
+                    cancelled: false,
+                };
+                match deadline {
+                    Some(at) => self.pending.insert(id, at, pending),
+                    None => self.pending.insert_without_deadline(id, pending),
+                };
                 None
             }
         }
@@ -691,14 +639,14 @@ impl Worker {
     /// is released when it arrives. `false` if it was not pending.
     fn withdraw(&mut self, wid: u64) -> bool {
         let store = self.space.store().clone();
-        let Some(p) = self.pending.get_mut(&wid) else {
+        let Some(p) = self.pending.get_mut(wid) else {
             return false;
         };
         if p.cancelled {
             return false;
         }
         if store.cancel(&p.handle) {
-            if let Some(p) = self.pending.remove(&wid) {
+            if let Some(p) = self.pending.remove(wid) {
                 self.by_request.remove(&(p.route.identity, p.request_id));
             }
         } else {
@@ -710,7 +658,7 @@ impl Worker {
     /// Sends the replies for waiters the store has served.
     fn flush_deliveries(&mut self) {
         while let Ok(d) = self.deliveries.try_recv() {
-            let p = self.pending.remove(&d.waiter.0);
+            let p = self.pending.remove(d.waiter.0);
             match p {
                 Some(p) if !p.cancelled => {
                     self.by_request
@@ -732,27 +680,18 @@ impl Worker {
 
     /// Wait timeouts, lease expiry and dead clients.
     fn timers(&mut self, now: Instant) {
-        while let Some(Reverse((at, wid))) = self.deadlines.peek().copied() {
-            if at > now {
-                break;
+        let store = self.space.store().clone();
+        for (wid, p) in self.pending.expired(now) {
+            if !p.cancelled && store.cancel(&p.handle) {
+                self.by_request
+                    .remove(&(p.route.identity.clone(), p.request_id));
+                // Timed out: an empty OK means "no match".
+                self.send(&p.route, Reply::Done, p.request_id);
+            } else {
+                // Served just in time (the delivery is answered normally), or withdrawn
+                // after it was served (the delivery is released): it waits for that.
+                self.pending.insert_without_deadline(wid, p);
             }
-            self.deadlines.pop();
-            let store = self.space.store().clone();
-            let Some(p) = self.pending.get(&wid) else {
-                continue;
-            };
-            if p.cancelled {
-                continue;
-            }
-            if store.cancel(&p.handle) {
-                if let Some(p) = self.pending.remove(&wid) {
-                    self.by_request
-                        .remove(&(p.route.identity.clone(), p.request_id));
-                    // Timed out: an empty OK means "no match".
-                    self.send(&p.route, Reply::Done, p.request_id);
-                }
-            }
-            // Otherwise it was served just in time; the delivery is answered normally.
         }
         if now >= self.next_tick && self.space.store().next_deadline().is_some_and(|d| d <= now) {
             // Confirmed reservations leave stale deadlines behind, so under load one passes
@@ -776,7 +715,7 @@ impl Worker {
                     .pending
                     .iter()
                     .filter(|(_, p)| p.route.identity == id)
-                    .map(|(w, _)| *w)
+                    .map(|(w, _)| w)
                     .collect();
                 if !wids.is_empty() {
                     tracing::info!(
@@ -789,8 +728,11 @@ impl Worker {
                 }
             }
             // Forget clients with nothing pending.
-            let live: std::collections::HashSet<&Vec<u8>> =
-                self.pending.values().map(|p| &p.route.identity).collect();
+            let live: std::collections::HashSet<&Vec<u8>> = self
+                .pending
+                .iter()
+                .map(|(_, p)| &p.route.identity)
+                .collect();
             self.last_seen.retain(|id, _| live.contains(id));
         }
     }

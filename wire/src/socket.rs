@@ -88,6 +88,12 @@ impl Bell {
         while matches!((&self.stream).read(&mut buf), Ok(n) if n > 0) {}
     }
 
+    /// Whether a ring came since the bell was last armed (its byte may still be unread):
+    /// for a loop that keeps its bell armed while it works and checks it between polls.
+    pub fn rang(&self) -> bool {
+        !self.armed.load(Ordering::SeqCst)
+    }
+
     /// Whether any ringer is still connected (false once every [`Ringer`] is dropped and the
     /// bytes waiting are read).
     pub fn is_orphaned(&self) -> bool {
@@ -177,7 +183,7 @@ pub fn send_routed(
 /// earlier are skipped when they surface).
 #[derive(Debug)]
 pub struct PendingReplies<T> {
-    entries: HashMap<u64, (Instant, T)>,
+    entries: HashMap<u64, (Option<Instant>, T)>,
     deadlines: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
 }
 
@@ -200,7 +206,16 @@ impl<T> PendingReplies<T> {
     /// returned.
     pub fn insert(&mut self, id: u64, deadline: Instant, value: T) -> Option<T> {
         self.deadlines.push(std::cmp::Reverse((deadline, id)));
-        self.entries.insert(id, (deadline, value)).map(|(_, v)| v)
+        self.entries
+            .insert(id, (Some(deadline), value))
+            .map(|(_, v)| v)
+    }
+
+    /// Wait for `id` with no deadline (until it is answered or removed). An entry already
+    /// there for `id` is replaced and returned.
+    pub fn insert_without_deadline(&mut self, id: u64, value: T) -> Option<T> {
+        // Its old deadline, if any, is left in the heap and skipped as stale.
+        self.entries.insert(id, (None, value)).map(|(_, v)| v)
     }
 
     /// The answer for `id` came (or it was cancelled): stop waiting for it.
@@ -215,6 +230,16 @@ impl<T> PendingReplies<T> {
     /// The entry for `id`, if it still waits.
     pub fn get_mut(&mut self, id: u64) -> Option<&mut T> {
         self.entries.get_mut(&id).map(|(_, v)| v)
+    }
+
+    /// The entry for `id`, if it still waits.
+    pub fn get(&self, id: u64) -> Option<&T> {
+        self.entries.get(&id).map(|(_, v)| v)
+    }
+
+    /// Every entry still waiting, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &T)> + '_ {
+        self.entries.iter().map(|(id, (_, v))| (*id, v))
     }
 
     /// Whether `id` still waits.
@@ -236,7 +261,7 @@ impl<T> PendingReplies<T> {
     pub fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(std::cmp::Reverse((at, id))) = self.deadlines.peek().copied() {
             match self.entries.get(&id) {
-                Some((deadline, _)) if *deadline == at => return Some(at),
+                Some((Some(deadline), _)) if *deadline == at => return Some(at),
                 _ => {
                     self.deadlines.pop();
                 }
@@ -357,7 +382,13 @@ mod tests {
         assert!(p.is_empty());
         assert_eq!(p.next_deadline(), None);
         p.insert(7, ms(1), "x");
-        assert_eq!(p.drain().collect::<Vec<_>>(), vec![(7, "x")]);
+        // Without a deadline: never expires, and its old deadline is stale.
+        p.insert_without_deadline(7, "y");
+        assert_eq!(p.next_deadline(), None);
+        assert!(p.expired(ms(1000)).is_empty());
+        assert_eq!(p.get(7), Some(&"y"));
+        assert_eq!(p.iter().collect::<Vec<_>>(), vec![(7, &"y")]);
+        assert_eq!(p.drain().collect::<Vec<_>>(), vec![(7, "y")]);
         assert!(p.is_empty() && !p.contains(7));
     }
 }
