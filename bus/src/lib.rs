@@ -354,29 +354,7 @@ impl Drop for Bus {
     }
 }
 
-/// Send `identity ‖ [empty delimiter] ‖ header ‖ body…` on a ROUTER without blocking: the
-/// one way the bus's threads address a client. Only the first frame can fail (EAGAIN: the
-/// peer's queue is full; EHOSTUNREACH: it is gone, with ROUTER_MANDATORY), and then nothing
-/// was sent; after it the rest of the message always goes through.
-pub(crate) fn send_routed(
-    router: &zmq::Socket,
-    identity: &[u8],
-    delimited: bool,
-    header: &[u8],
-    body: &[&[u8]],
-) -> Result<(), zmq::Error> {
-    router.send(identity, zmq::SNDMORE | zmq::DONTWAIT)?;
-    if delimited {
-        router.send(&b""[..], zmq::SNDMORE | zmq::DONTWAIT)?;
-    }
-    let more = if body.is_empty() { 0 } else { zmq::SNDMORE };
-    router.send(header, more | zmq::DONTWAIT)?;
-    for (i, part) in body.iter().enumerate() {
-        let more = if i + 1 < body.len() { zmq::SNDMORE } else { 0 };
-        router.send(*part, more | zmq::DONTWAIT)?;
-    }
-    Ok(())
-}
+pub(crate) use agora_wire::socket::send_routed;
 
 /// Derive a sibling endpoint from the request endpoint: same transport and host, the port
 /// moved by `delta` (or `*` when the request port is ephemeral); ipc/inproc get a suffix.

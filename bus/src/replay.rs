@@ -760,7 +760,11 @@ impl ReplayService {
     /// Send `identity ‖ header ‖ body...` without blocking. EAGAIN means the peer's queue is
     /// full and nothing was sent.
     fn send(&self, identity: &[u8], header: &[u8], body: &[&[u8]]) -> Result<(), zmq::Error> {
-        crate::send_routed(&self.router, identity, false, header, body)
+        let to = agora_wire::socket::ReplyAddress {
+            identity,
+            delimited: false,
+        };
+        crate::send_routed(&self.router, to, header, body)
     }
 }
 

@@ -125,13 +125,32 @@ pub fn poll_in<const N: usize>(fds: [RawFd; N], timeout_ms: i32) -> std::io::Res
 
 /// Where a `ROUTER` answers a client: the peer's routing identity, and whether the client's
 /// requests carried an empty delimiter frame (a `REQ` socket does; a `DEALER` need not),
-/// which the reply must carry too.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ReplyAddress {
+/// which the reply must carry too. Owned (`Vec<u8>`, kept while a request waits) or borrowed
+/// from the received frames (`&[u8]`, on a hot path that answers at once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReplyAddress<I = Vec<u8>> {
     /// The routing identity frame the `ROUTER` received first.
-    pub identity: Vec<u8>,
+    pub identity: I,
     /// An empty frame followed the identity.
     pub delimited: bool,
+}
+
+impl<I: AsRef<[u8]>> ReplyAddress<I> {
+    /// The same address, borrowed.
+    pub fn as_ref(&self) -> ReplyAddress<&[u8]> {
+        ReplyAddress {
+            identity: self.identity.as_ref(),
+            delimited: self.delimited,
+        }
+    }
+
+    /// The same address, owned (to keep while a request waits).
+    pub fn to_owned(&self) -> ReplyAddress {
+        ReplyAddress {
+            identity: self.identity.as_ref().to_vec(),
+            delimited: self.delimited,
+        }
+    }
 }
 
 impl ReplyAddress {
@@ -152,19 +171,18 @@ impl ReplyAddress {
     }
 }
 
-/// Send `identity ‖ [empty delimiter] ‖ header ‖ body…` on a `ROUTER` without blocking: the
-/// one way the broker's threads address a client. Only the first frame can fail (EAGAIN: the
-/// peer's queue is full; EHOSTUNREACH: it is gone, with `ROUTER_MANDATORY`), and then nothing
-/// was sent; after it the rest of the message always goes through.
+/// Send `identity ‖ [empty delimiter] ‖ header ‖ body…` to `to` on a `ROUTER` without
+/// blocking: the one way the broker's threads address a client. Only the first frame can fail
+/// (EAGAIN: the peer's queue is full; EHOSTUNREACH: it is gone, with `ROUTER_MANDATORY`), and
+/// then nothing was sent; after it the rest of the message always goes through.
 pub fn send_routed(
     router: &zmq::Socket,
-    identity: &[u8],
-    delimited: bool,
+    to: ReplyAddress<&[u8]>,
     header: &[u8],
     body: &[&[u8]],
 ) -> Result<(), zmq::Error> {
-    router.send(identity, zmq::SNDMORE | zmq::DONTWAIT)?;
-    if delimited {
+    router.send(to.identity, zmq::SNDMORE | zmq::DONTWAIT)?;
+    if to.delimited {
         router.send(&b""[..], zmq::SNDMORE | zmq::DONTWAIT)?;
     }
     let more = if body.is_empty() { 0 } else { zmq::SNDMORE };
@@ -342,6 +360,7 @@ mod tests {
         let dealer: Vec<&[u8]> = vec![b"id", b"header", b"body"];
         let (addr, rest) = ReplyAddress::split(&dealer).unwrap();
         assert_eq!(addr.identity, b"id");
+        assert_eq!(addr.as_ref().to_owned(), addr);
         assert!(!addr.delimited);
         assert_eq!(rest.len(), 2);
         let req: Vec<&[u8]> = vec![b"id", b"", b"header"];

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 
 use agora_wire::bus::{self as protocol, ACK_ENTRY_LEN};
+use agora_wire::socket::ReplyAddress;
 
 /// Confirms per ACKS message, at most.
 pub(super) const MAX_ACKS_PER_MESSAGE: usize = 256;
@@ -17,8 +18,7 @@ pub(super) const MAX_ACKS_PER_MESSAGE: usize = 256;
 pub(super) struct PendingConfirm {
     pub(super) offset: u64,
     pub(super) seq: u64,
-    pub(super) identity: Vec<u8>,
-    pub(super) delimited: bool,
+    pub(super) address: ReplyAddress,
     pub(super) request_id: u64,
     /// The client takes this confirm inside an ACKS message ([`protocol::FLAG_BATCH_ACKS`]).
     pub(super) batched: bool,
@@ -74,10 +74,13 @@ impl Confirms {
                 out.push(Release::Ack(c));
                 continue;
             }
-            let i = match batches.iter().position(|(who, _)| *who == c.identity) {
+            let i = match batches
+                .iter()
+                .position(|(who, _)| *who == c.address.identity)
+            {
                 Some(i) => i,
                 None => {
-                    batches.push((c.identity, Vec::with_capacity(64 * ACK_ENTRY_LEN)));
+                    batches.push((c.address.identity, Vec::with_capacity(64 * ACK_ENTRY_LEN)));
                     batches.len() - 1
                 }
             };
@@ -110,8 +113,10 @@ mod tests {
         PendingConfirm {
             offset,
             seq: offset + 1000,
-            identity: who.to_vec(),
-            delimited: false,
+            address: ReplyAddress {
+                identity: who.to_vec(),
+                delimited: false,
+            },
             request_id: offset + 500,
             batched,
         }
@@ -160,7 +165,7 @@ mod tests {
         let order: Vec<(&[u8], u64)> = out
             .iter()
             .map(|r| match r {
-                Release::Ack(c) => (&c.identity[..], c.offset),
+                Release::Ack(c) => (&c.address.identity[..], c.offset),
                 Release::Acks { .. } => panic!("not batched"),
             })
             .collect();
@@ -195,7 +200,9 @@ mod tests {
         let out = c.release(u64::MAX);
         assert_eq!(out.len(), 4);
         // The single ack goes out as it is reached, before any ACKS.
-        assert!(matches!(&out[0], Release::Ack(c) if c.identity == b"c" && c.offset == 102));
+        assert!(
+            matches!(&out[0], Release::Ack(c) if c.address.identity == b"c" && c.offset == 102)
+        );
         // a's first 256 go as soon as they are collected.
         let (who, entries) = acks(&out[1]);
         assert_eq!(who, b"a");

@@ -27,6 +27,7 @@ use agora_wire::bus::{
     self as protocol, ErrorCode, Header, Meta, FLAG_ACK, FLAG_BATCH_ACKS, FLAG_CONFIRM,
     FLAG_PRODUCER, FLAG_ROOM, KIND_EVENT, PUBLISH_ROOM,
 };
+use agora_wire::socket::ReplyAddress;
 use agora_wire::topic::{validate_topic, MAX_TOPIC_LEN};
 
 /// Events sent to the events socket together, at most. Sent one by one as they were
@@ -199,11 +200,10 @@ impl Dispatcher {
             self.confirms.push(PendingConfirm {
                 offset,
                 seq,
-                identity: reply.identity.to_vec(),
-                delimited: reply.delimited,
+                address: reply.address.to_owned(),
                 request_id: reply.request_id,
                 // A REQ socket takes one reply per request; it cannot use batches.
-                batched: header.flags & FLAG_BATCH_ACKS != 0 && !reply.delimited,
+                batched: header.flags & FLAG_BATCH_ACKS != 0 && !reply.address.delimited,
             });
         } else if header.flags & FLAG_ACK != 0 {
             // An ack says the event is out: a subscriber that subscribes after it never gets
@@ -212,7 +212,7 @@ impl Dispatcher {
             match self.forward_in_place.as_mut() {
                 Some(f) => {
                     f.ack = Some(ReplyLater {
-                        delimited: reply.delimited,
+                        delimited: reply.address.delimited,
                         request_id: reply.request_id,
                     })
                 }
@@ -240,10 +240,9 @@ impl Dispatcher {
             self.confirms.push_retry(PendingConfirm {
                 offset,
                 seq,
-                identity: reply.identity.to_vec(),
-                delimited: reply.delimited,
+                address: reply.address.to_owned(),
                 request_id: reply.request_id,
-                batched: header.flags & FLAG_BATCH_ACKS != 0 && !reply.delimited,
+                batched: header.flags & FLAG_BATCH_ACKS != 0 && !reply.address.delimited,
             });
             return;
         }
@@ -360,8 +359,10 @@ impl Dispatcher {
         }
         if let Some(later) = ack {
             let to = ReplyTo {
-                identity: frames[0].as_slice(),
-                delimited: later.delimited,
+                address: ReplyAddress {
+                    identity: frames[0].as_slice(),
+                    delimited: later.delimited,
+                },
                 request_id: later.request_id,
             };
             let ack = protocol::encode_publish_ack(meta.offset, meta.seq);

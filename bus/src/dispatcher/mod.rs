@@ -46,6 +46,7 @@ use agora_wire::bus::{
     self as protocol, ContentType, ErrorCode, Header, Hello, Meta, Op, ProtocolError, KIND_BEACON,
     KIND_EVENT, STATS_TOPIC, UNLOGGED_OFFSET, VERSION,
 };
+use agora_wire::socket::ReplyAddress;
 use agora_wire::topic::MAX_TOPIC_LEN;
 
 use confirms::{Confirms, Release};
@@ -71,9 +72,7 @@ const COMMIT_INTERVAL: Duration = Duration::from_millis(1);
 
 /// Where the request came from and how to address the reply.
 struct ReplyTo<'a> {
-    identity: &'a [u8],
-    /// A REQ client puts an empty delimiter before the header; the reply must carry it too.
-    delimited: bool,
+    address: ReplyAddress<&'a [u8]>,
     /// Echoed in the reply (0 when the header could not be read).
     request_id: u64,
 }
@@ -445,8 +444,7 @@ impl Dispatcher {
             match release {
                 Release::Ack(c) => {
                     let to = ReplyTo {
-                        identity: &c.identity,
-                        delimited: c.delimited,
+                        address: c.address.as_ref(),
                         request_id: c.request_id,
                     };
                     let ack = protocol::encode_publish_ack(c.offset, c.seq);
@@ -462,8 +460,7 @@ impl Dispatcher {
     fn fail_confirms(&mut self) {
         for c in self.confirms.take_all() {
             let to = ReplyTo {
-                identity: &c.identity,
-                delimited: c.delimited,
+                address: c.address.as_ref(),
                 request_id: c.request_id,
             };
             let msg = format!(
@@ -479,8 +476,10 @@ impl Dispatcher {
     /// the delimited ones, never get batches).
     fn send_acks(&mut self, identity: &[u8], body: &[u8]) {
         let to = ReplyTo {
-            identity,
-            delimited: false,
+            address: ReplyAddress {
+                identity,
+                delimited: false,
+            },
             request_id: 0,
         };
         let header = Header::new(Op::Acks, 0).encode();
@@ -598,8 +597,10 @@ impl Dispatcher {
         let delimited = frames[1].is_empty();
         let first = if delimited { 2 } else { 1 };
         let reply = ReplyTo {
-            identity: frames[0],
-            delimited,
+            address: ReplyAddress {
+                identity: frames[0],
+                delimited,
+            },
             request_id: frames
                 .get(first)
                 .map_or(0, |f| Header::salvage_request_id(f)),
@@ -698,7 +699,7 @@ impl Dispatcher {
                     .map_err(|e| ProtocolError::BadRequest(e.to_string()))?;
                 let name = String::from_utf8_lossy(name).into_owned();
                 self.groups
-                    .join(name, filter, reply.identity, reply.request_id);
+                    .join(name, filter, reply.address.identity, reply.request_id);
                 self.ok_reply(&reply, &[]);
                 Ok(())
             }),
@@ -706,7 +707,8 @@ impl Dispatcher {
                 let id: [u8; 8] = body[0][..]
                     .try_into()
                     .map_err(|_| ProtocolError::BadRequest("join id must be 8 bytes".into()))?;
-                self.groups.leave(reply.identity, u64::from_le_bytes(id));
+                self.groups
+                    .leave(reply.address.identity, u64::from_le_bytes(id));
                 self.ok_reply(&reply, &[]);
                 Ok(())
             }),
@@ -818,7 +820,7 @@ impl Dispatcher {
         self.egress.flush();
         // ROUTER refuses replies to peers that are gone or whose queue is full: a client that
         // stopped reading only loses its own replies.
-        if let Err(e) = send_routed(&self.router, to.identity, to.delimited, header, body) {
+        if let Err(e) = send_routed(&self.router, to.address, header, body) {
             tracing::debug!("reply not sent: {e}");
         }
     }
@@ -829,7 +831,11 @@ impl Dispatcher {
 /// member is gone; any other refusal: its queue is full.
 fn offer(router: &zmq::Socket, identity: &[u8], join_id: u64, frame: &[u8]) -> Offered {
     let header = Header::new(Op::Deliver, join_id).encode();
-    match send_routed(router, identity, false, &header, &[frame]) {
+    let to = ReplyAddress {
+        identity,
+        delimited: false,
+    };
+    match send_routed(router, to, &header, &[frame]) {
         Ok(()) => Offered::Taken,
         Err(zmq::Error::EHOSTUNREACH) => Offered::Gone,
         Err(_) => Offered::Full,
