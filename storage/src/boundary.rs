@@ -92,9 +92,9 @@ pub trait EventStore: Send {
     /// the visible end, which is then `next_offset`. Says nothing about durability.
     fn flush(&mut self) -> Result<u64, Self::Error>;
 
-    /// [`flush`](Self::flush), and start making the records durable without waiting for it
-    /// (the store advances [`durable_offset`](Self::durable_offset) later, on its own).
-    /// Returns the visible end.
+    /// [`flush`](Self::flush), and start making the records durable without waiting for it:
+    /// [`durable_offset`](Self::durable_offset) advances later, off this thread (the embedded
+    /// log's [`Syncer`](crate::log::Syncer) thread). Returns the visible end.
     fn commit(&mut self) -> Result<u64, Self::Error>;
 
     /// Whether a commit is all the durability this store gives: nothing advances
