@@ -1,4 +1,5 @@
-//! The log writer thread: owns the [`EventLog`] and appends the events the dispatcher has
+//! The log writer thread: owns the event log (an [`EventStore`], the embedded [`EventLog`]
+//! unless the broker opens another) and appends the events the dispatcher has
 //! stamped, in offset order, beside the dispatcher's hot loop instead of inside it (checksum,
 //! record encoding and the write to the OS were a fifth of the dispatcher's time per event).
 //!
@@ -9,9 +10,9 @@
 //! copy but counts references on the message's connection metadata, a cache line the I/O
 //! thread, the dispatcher and the writer would fight over per event (measured: small events
 //! went 15% slower shared, 1 KiB ones 20% slower copied). Per batch the writer appends every
-//! record, flushes to the OS (replays can read them from then on) and asks the syncer for an
-//! fsync; under fsync `never` it rings the durable bell itself, as flushed is as durable as it
-//! gets.
+//! record and commits: flushes to the OS (replays can read them from then on) and asks the
+//! syncer for an fsync; under fsync `never` ([`EventStore::commit_is_durable`]) it rings the
+//! durable bell itself, as flushed is as durable as it gets.
 //!
 //! This keeps what the log promised before: a record reaches the OS within about a
 //! millisecond of being forwarded, as it did when it sat in the dispatcher's write buffer,
@@ -30,7 +31,8 @@ use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use crate::frame::Frame;
-use agora_storage::log::{EventLog, FsyncPolicy, LogError, Record};
+use agora_storage::log::{EventLog, Record};
+use agora_storage::EventStore;
 use agora_wire::bus as protocol;
 
 /// Batches the writer may be behind before the dispatcher waits for it.
@@ -117,20 +119,31 @@ impl LogBatch {
     }
 }
 
-enum Work {
+/// Why [`LogWriter::flush`] or [`LogWriter::finish`] failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WriteError<E> {
+    /// The log failed.
+    #[error(transparent)]
+    Log(E),
+    /// The writer thread is gone: it stopped after a failure, or panicked.
+    #[error("the log writer has stopped")]
+    Stopped,
+}
+
+enum Work<E> {
     /// Append these, flush them to the OS and request an fsync.
     Append(LogBatch),
     /// Answer once everything sent before is flushed (with the flushed offset).
-    Flush(SyncSender<Result<u64, LogError>>),
+    Flush(SyncSender<Result<u64, E>>),
     /// Delete segments past the retention limits.
     Retention,
     /// Flush, fsync on this thread, answer with the durable offset, and stop.
-    Finish(SyncSender<Result<u64, LogError>>),
+    Finish(SyncSender<Result<u64, E>>),
 }
 
-/// The dispatcher's handle on the writer thread.
-pub(crate) struct LogWriter {
-    work: Option<SyncSender<Work>>,
+/// The dispatcher's handle on the writer thread, which owns the log `S`.
+pub(crate) struct LogWriter<S: EventStore = EventLog> {
+    work: Option<SyncSender<Work<S::Error>>>,
     /// Batches the writer is done with, emptied, for the dispatcher to fill again: a fresh
     /// batch per commit grew its buffers from new memory, and the page faults (zeroing whole
     /// huge pages) were a few percent of the dispatcher's time.
@@ -139,14 +152,15 @@ pub(crate) struct LogWriter {
     failed: Arc<AtomicBool>,
 }
 
-impl LogWriter {
-    /// Move `log` to a new writer thread. `ring_durable` is called after each commit when the
-    /// policy is `never` (then nothing else says that more of the log is durable), and when
-    /// the log fails (so the dispatcher answers the confirms that will never be durable).
+impl<S: EventStore + 'static> LogWriter<S> {
+    /// Move `log` to a new writer thread. `ring_durable` is called after each commit when a
+    /// commit is all the durability the log gives (fsync `never`: then nothing else says that
+    /// more of the log is durable), and when the log fails (so the dispatcher answers the
+    /// confirms that will never be durable).
     pub(crate) fn spawn(
-        log: EventLog,
+        log: S,
         ring_durable: impl Fn() + Send + 'static,
-    ) -> std::io::Result<LogWriter> {
+    ) -> std::io::Result<LogWriter<S>> {
         let (tx, rx) = sync_channel(QUEUED_BATCHES);
         // Room for every batch in flight: the writer never waits to hand one back.
         let (recycle, recycled) = sync_channel(QUEUED_BATCHES + 2);
@@ -177,10 +191,10 @@ impl LogWriter {
     }
 
     /// Wait until everything handed over is flushed to the OS; returns the flushed offset.
-    pub(crate) fn flush(&self) -> Result<u64, LogError> {
+    pub(crate) fn flush(&self) -> Result<u64, WriteError<S::Error>> {
         let (tx, rx) = sync_channel(1);
         self.send(Work::Flush(tx));
-        rx.recv().unwrap_or(Err(LogError::Failed))
+        answer(rx.recv())
     }
 
     /// Ask for the retention limits to be enforced (the writer logs what it deleted).
@@ -189,10 +203,10 @@ impl LogWriter {
     }
 
     /// Flush and fsync everything handed over, stop the thread; returns the durable offset.
-    pub(crate) fn finish(&mut self) -> Result<u64, LogError> {
+    pub(crate) fn finish(&mut self) -> Result<u64, WriteError<S::Error>> {
         let (tx, rx) = sync_channel(1);
         self.send(Work::Finish(tx));
-        let durable = rx.recv().unwrap_or(Err(LogError::Failed));
+        let durable = answer(rx.recv());
         self.work = None;
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
@@ -202,7 +216,7 @@ impl LogWriter {
         durable
     }
 
-    fn send(&self, work: Work) {
+    fn send(&self, work: Work<S::Error>) {
         let sent = self.work.as_ref().map(|tx| tx.send(work));
         if !matches!(sent, Some(Ok(()))) && !self.failed.swap(true, Ordering::Relaxed) {
             tracing::error!("event log writer is gone; the log takes nothing more");
@@ -210,7 +224,17 @@ impl LogWriter {
     }
 }
 
-impl Drop for LogWriter {
+/// The writer's answer, or [`WriteError::Stopped`] if it went away without one.
+fn answer<E>(
+    reply: Result<Result<u64, E>, std::sync::mpsc::RecvError>,
+) -> Result<u64, WriteError<E>> {
+    match reply {
+        Ok(answer) => answer.map_err(WriteError::Log),
+        Err(_) => Err(WriteError::Stopped),
+    }
+}
+
+impl<S: EventStore> Drop for LogWriter<S> {
     fn drop(&mut self) {
         // Closing the channel makes the writer flush, sync and stop.
         self.work = None;
@@ -220,15 +244,15 @@ impl Drop for LogWriter {
     }
 }
 
-fn run(
-    mut log: EventLog,
-    work: Receiver<Work>,
+fn run<S: EventStore>(
+    mut log: S,
+    work: Receiver<Work<S::Error>>,
     recycle: SyncSender<LogBatch>,
     failed: &AtomicBool,
     ring_durable: impl Fn(),
 ) {
-    let never = log.options().fsync == FsyncPolicy::Never;
-    let fail = |e: &LogError| {
+    let durable_at_commit = log.commit_is_durable();
+    let fail = |e: &dyn std::fmt::Display| {
         if !failed.swap(true, Ordering::Relaxed) {
             tracing::error!("event log write failed; the log takes nothing more: {e}");
             ring_durable();
@@ -238,13 +262,20 @@ fn run(
         match item {
             Work::Append(mut batch) => {
                 for (frame, producer) in batch.iter() {
-                    if let Err(e) = append(&mut log, frame, producer) {
+                    // The dispatcher built the frame from a checked publish; a frame that
+                    // does not parse is a bug, reported, and it stops the log rather than
+                    // leave a hole in the offsets.
+                    let Some(record) = record(frame, producer) else {
+                        fail(&"an event handed to the log writer does not parse");
+                        break;
+                    };
+                    if let Err(e) = log.append(&record) {
                         fail(&e);
                         break;
                     }
                 }
                 match log.commit() {
-                    Ok(_) if never => ring_durable(),
+                    Ok(_) if durable_at_commit => ring_durable(),
                     Ok(_) => {}
                     Err(e) => fail(&e),
                 }
@@ -273,10 +304,9 @@ fn run(
     }
 }
 
-/// Append one stamped event, its record read back from the event frame.
-fn append(log: &mut EventLog, frame: &[u8], producer: Option<(u64, u64)>) -> Result<(), LogError> {
-    // The dispatcher built the frame from a checked publish; a frame that does not parse is
-    // a bug, reported, and it stops the log rather than leave a hole in the offsets.
+/// A stamped event's record, read back from its event frame (`None`, reported, if the frame
+/// does not parse).
+fn record(frame: &[u8], producer: Option<(u64, u64)>) -> Option<Record<'_>> {
     let parsed = protocol::decode_event(frame)
         .map_err(|e| e.to_string())
         .and_then(|layout| {
@@ -284,11 +314,10 @@ fn append(log: &mut EventLog, frame: &[u8], producer: Option<(u64, u64)>) -> Res
                 .map(|topic| (layout, topic))
                 .map_err(|_| "topic is not UTF-8".to_string())
         });
-    let (layout, topic) = parsed.map_err(|e| {
-        tracing::error!("event handed to the log writer does not parse: {e}");
-        LogError::Failed
-    })?;
-    log.append(&Record {
+    let (layout, topic) = parsed
+        .map_err(|e| tracing::error!("event handed to the log writer does not parse: {e}"))
+        .ok()?;
+    Some(Record {
         offset: layout.meta.offset,
         seq: layout.meta.seq,
         time_ns: layout.meta.time_ns,
@@ -305,7 +334,7 @@ mod tests {
 
     #[test]
     fn the_writer_stores_each_event_as_its_record_and_reports_flush_and_sync() {
-        use agora_storage::log::{LogOptions, OwnedRecord};
+        use agora_storage::log::{FsyncPolicy, LogOptions, OwnedRecord};
         use agora_wire::bus::{Meta, KIND_EVENT};
 
         let dir = tempfile::tempdir().unwrap();

@@ -10,29 +10,33 @@
 //!   Replays are served round robin, one batch each per turn, so many run fairly side by
 //!   side.
 //! * **Durable subscriptions**: a REPLAY that names a durable subscription starts at its
-//!   cursor; DURABLE_ACK moves the cursor. Cursors live in `<data>/cursors` (a CBOR map,
-//!   replaced atomically: write a temp file, fsync, rename, fsync the directory). Acks that
-//!   arrive together are written with one fsync and answered after it.
+//!   cursor; DURABLE_ACK moves the cursor. Cursors are kept by a [`CursorStore`]: the
+//!   embedded [`CursorFile`] is `<data>/cursors` (a CBOR map, replaced atomically). Acks that
+//!   arrive together are stored with one [`persist`](CursorStore::persist) (one fsync) and
+//!   answered after it.
 //! * **Last value per topic**: the log's last-value cache (topic → offset of its newest
-//!   flushed event, [`LastOffsets`], kept by the log writer at each flush) gives the events a
-//!   "last" replay sends. One that ends before a matching topic's newest event (an earlier
-//!   `until`) first reads the log up to its end, in turns like any replay, for the last event
-//!   of each topic there.
+//!   flushed event, a [`LastValueCache`], kept by the log writer at each flush) gives the
+//!   events a "last" replay sends. One that ends before a matching topic's newest event (an
+//!   earlier `until`) first reads the log up to its end, in turns like any replay, for the
+//!   last event of each topic there.
 //!
-//! The log is read with a [`LogReader`] per replay, below the writer's flushed position.
+//! The log is read with an [`EventReader`] per replay (a clone of the service's), below the
+//! writer's flushed position. The embedded log's [`LogReader`], [`LastOffsets`] and
+//! [`CursorFile`] are the defaults.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fs::File;
-use std::io::{Read, Write};
+use std::collections::{HashMap, VecDeque};
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::BusError;
-use agora_storage::log::{LastOffsets, LogError, LogReader, Record};
+use agora_storage::cursors::CursorFile;
+use agora_storage::log::{LastOffsets, LogReader, Record};
+use agora_storage::{CursorStore, EventReader, LastValueCache, StoreError};
 use agora_wire::bus::{
     self as protocol, ErrorCode, Header, Meta, Op, ProtocolError, ReplayFrom, ReplayRequest,
     ReplayStart, KIND_EVENT,
@@ -52,14 +56,13 @@ const MAX_CREDIT: u32 = 1024;
 const REQUEST_BATCH: usize = 256;
 /// How long a replay waits for the log to reach an `until` past its flushed end.
 const UNTIL_WAIT: Duration = Duration::from_secs(2);
-/// Name of the cursor file in the data dir.
-pub const CURSORS_FILE: &str = "cursors";
+pub use agora_storage::cursors::CURSORS_FILE;
 
 /// One running replay.
-struct Replay {
+struct Replay<R> {
     identity: Vec<u8>,
     id: u64,
-    reader: LogReader,
+    reader: R,
     filters: Vec<Filter>,
     /// Next offset to read.
     next: u64,
@@ -81,7 +84,7 @@ struct Replay {
     wait_until: Instant,
 }
 
-impl Replay {
+impl<R: EventReader> Replay<R> {
     /// Read on from `next` (at most `want` records, stopping past `max_bytes`), handing each
     /// record that matches the filters to `each`. Returns whether anything was read. When
     /// nothing was, `end` lies past the flushed log: the replay waits for the log until
@@ -91,13 +94,15 @@ impl Replay {
         want: usize,
         max_bytes: usize,
         mut each: impl FnMut(&Record<'_>),
-    ) -> Result<bool, LogError> {
+    ) -> Result<bool, R::Error> {
         let filters = &self.filters;
-        let next = self.reader.read_with(self.next, want, max_bytes, |rec| {
-            if filters.iter().any(|f| f.matches(rec.topic)) {
-                each(&rec);
-            }
-        })?;
+        let next = self.reader.read_matching(
+            self.next,
+            want,
+            max_bytes,
+            |topic| filters.iter().any(|f| f.matches(topic)),
+            |rec| each(&rec),
+        )?;
         if next == self.next {
             if Instant::now() >= self.wait_until {
                 self.end = self.next;
@@ -119,69 +124,29 @@ impl Replay {
     }
 }
 
-/// The durable cursors and their file.
-struct Cursors {
-    path: PathBuf,
-    /// Name → the next offset to deliver (every offset below it is acknowledged).
-    map: BTreeMap<String, u64>,
-}
-
-impl Cursors {
-    fn load(data_dir: &Path) -> Result<Cursors, BusError> {
-        let path = data_dir.join(CURSORS_FILE);
-        let map = match std::fs::read(&path) {
-            Ok(bytes) => ciborium::from_reader(&bytes[..]).map_err(|e| {
-                BusError::Io(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                        "cursor file {} is unreadable: {}",
-                        path.display(),
-                        agora_wire::text::cbor_error_message(&e)
-                    ),
-                ))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(Cursors { path, map })
-    }
-
-    /// Replace the file atomically: temp file, fsync, rename, fsync the directory.
-    fn persist(&self) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        let mut bytes = Vec::new();
-        ciborium::into_writer(&self.map, &mut bytes).map_err(std::io::Error::other)?;
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    }
-}
-
 /// Where a reply goes: the client's identity and the request id.
 struct Peer {
     identity: Vec<u8>,
     request_id: u64,
 }
 
-/// The replay thread's state.
-pub(crate) struct ReplayService {
+/// The replay thread's state: it reads the log with `R`, finds the last event per topic in
+/// `L` and keeps the durable cursors in `C`.
+pub(crate) struct ReplayService<
+    R: EventReader = LogReader,
+    L: LastValueCache = LastOffsets,
+    C: CursorStore = CursorFile,
+> {
     router: zmq::Socket,
     doorbell: UnixStream,
-    reader: LogReader,
+    reader: R,
     /// Topic → offset of its newest flushed event.
-    last_offsets: LastOffsets,
+    last_offsets: L,
     /// One past the last event the dispatcher handed to the log: a replay's default end (the
     /// flushed end may lag it; a replay waits for the flush).
     committed_end: Arc<AtomicU64>,
-    cursors: Cursors,
-    replays: VecDeque<Replay>,
+    cursors: C,
+    replays: VecDeque<Replay<R>>,
     /// Acks applied to `cursors` but not yet on disk, to answer once they are.
     acks: Vec<Peer>,
     cursors_dirty: bool,
@@ -193,17 +158,41 @@ pub(crate) struct ReplayService {
     read_without_sending: bool,
 }
 
-impl ReplayService {
-    /// Bind the ROUTER (returns the service and its real endpoint) and load the cursors.
+impl<R: EventReader, L: LastValueCache> ReplayService<R, L, CursorFile> {
+    /// [`bind_with`](ReplayService::bind_with) the cursors in `<data_dir>/cursors`.
     pub(crate) fn bind(
         ctx: &zmq::Context,
         endpoint: &str,
         data_dir: &Path,
-        reader: LogReader,
-        last_offsets: LastOffsets,
+        reader: R,
+        last_offsets: L,
         committed_end: Arc<AtomicU64>,
         doorbell: UnixStream,
-    ) -> Result<(ReplayService, String), BusError> {
+    ) -> Result<(Self, String), BusError> {
+        let cursors = CursorFile::load(data_dir)?;
+        Self::bind_with(
+            ctx,
+            endpoint,
+            cursors,
+            reader,
+            last_offsets,
+            committed_end,
+            doorbell,
+        )
+    }
+}
+
+impl<R: EventReader, L: LastValueCache, C: CursorStore> ReplayService<R, L, C> {
+    /// Bind the ROUTER; returns the service and its real endpoint.
+    pub(crate) fn bind_with(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        cursors: C,
+        reader: R,
+        last_offsets: L,
+        committed_end: Arc<AtomicU64>,
+        doorbell: UnixStream,
+    ) -> Result<(Self, String), BusError> {
         let router = ctx.socket(zmq::ROUTER)?;
         router.set_linger(0)?;
         router.set_rcvhwm(10_000)?;
@@ -221,7 +210,6 @@ impl ReplayService {
             Ok(s) => s,
             Err(_) => endpoint.to_string(),
         };
-        let cursors = Cursors::load(data_dir)?;
         Ok((
             ReplayService {
                 router,
@@ -356,13 +344,12 @@ impl ReplayService {
                 let Ok(name) = std::str::from_utf8(&body[0]) else {
                     return self.error(&peer, ErrorCode::Malformed, "durable name is not UTF-8");
                 };
-                let name = name.to_owned();
-                if !self.cursors.map.contains_key(&name) {
+                let Some(cursor) = self.cursors.get(name) else {
                     let msg = format!("no durable subscription named `{name}`");
                     return self.error(&peer, ErrorCode::UnknownDurable, &msg);
-                }
+                };
                 if op == Op::DurableDelete {
-                    self.cursors.map.remove(&name);
+                    self.cursors.delete(name);
                     self.cursors_dirty = true;
                     self.acks.push(peer);
                     return;
@@ -372,11 +359,9 @@ impl ReplayService {
                     Err(e) => return self.error(&peer, ErrorCode::Malformed, &e.to_string()),
                 };
                 let next = offset.saturating_add(1);
-                if let Some(c) = self.cursors.map.get_mut(&name) {
-                    if next > *c {
-                        *c = next;
-                        self.cursors_dirty = true;
-                    }
+                if next > cursor {
+                    self.cursors.set(name, next);
+                    self.cursors_dirty = true;
                 }
                 // Answer after the write that covers it (or now, if nothing changed and
                 // nothing is pending).
@@ -390,7 +375,7 @@ impl ReplayService {
         }
     }
 
-    fn find(&mut self, peer: &Peer) -> Option<&mut Replay> {
+    fn find(&mut self, peer: &Peer) -> Option<&mut Replay<R>> {
         self.replays
             .iter_mut()
             .find(|r| r.id == peer.request_id && r.identity == peer.identity)
@@ -436,14 +421,14 @@ impl ReplayService {
                 );
                 return self.error(&peer, ErrorCode::BadRequest, &msg);
             }
-            match self.cursors.map.get(name) {
+            match self.cursors.get(name) {
                 // Retention passed the cursor: resume at what is left, saying how much is
                 // gone (stuck on TRUNCATED, the subscription could never resume).
-                Some(&c) if c < first => {
+                Some(c) if c < first => {
                     expired = first - c;
                     from = ReplayFrom::Offset(first);
                 }
-                Some(&c) => from = ReplayFrom::Offset(c),
+                Some(c) => from = ReplayFrom::Offset(c),
                 None if req.from == ReplayFrom::Last => {
                     let msg = format!(
                         "durable subscription `{name}` is new and needs one offset to start at; \
@@ -456,9 +441,9 @@ impl ReplayService {
                         Ok(s) => s,
                         Err((code, msg)) => return self.error(&peer, code, &msg),
                     };
-                    self.cursors.map.insert(name.clone(), start);
+                    self.cursors.set(name, start);
                     if let Err(e) = self.cursors.persist() {
-                        self.cursors.map.remove(name);
+                        self.cursors.delete(name);
                         let msg = format!("cannot store the durable cursor: {e}");
                         return self.error(&peer, ErrorCode::Internal, &msg);
                     }
@@ -566,9 +551,10 @@ impl ReplayService {
                 Ok(true) => self.replays.push_back(r),
                 Ok(false) => {}
                 Err(e) => {
-                    let (code, msg) = match &e {
-                        LogError::Truncated { .. } => (ErrorCode::Truncated, e.to_string()),
-                        _ => (ErrorCode::Internal, format!("cannot read the log: {e}")),
+                    let (code, msg) = if e.is_truncated() {
+                        (ErrorCode::Truncated, e.to_string())
+                    } else {
+                        (ErrorCode::Internal, format!("cannot read the log: {e}"))
                     };
                     let peer = Peer {
                         identity: r.identity,
@@ -582,7 +568,7 @@ impl ReplayService {
     }
 
     /// Send `r`'s next batch if it has credit. `Ok(false)`: the replay is over.
-    fn serve_one(&mut self, r: &mut Replay) -> Result<bool, LogError> {
+    fn serve_one(&mut self, r: &mut Replay<R>) -> Result<bool, R::Error> {
         if let Some((progress, body)) = r.blocked.take() {
             match self.send_batch(r, progress, body) {
                 SendOutcome::Sent => {}
@@ -619,12 +605,19 @@ impl ReplayService {
             Some(picks) => {
                 while count < BATCH_EVENTS && body.len() < BATCH_BYTES {
                     let Some(off) = picks.pop_front() else { break };
-                    let res = r.reader.read_with(off, 1, usize::MAX, |rec| {
-                        push(&mut body, &rec);
-                        count += 1;
-                    });
+                    let res = r.reader.read_matching(
+                        off,
+                        1,
+                        usize::MAX,
+                        |_| true,
+                        |rec| {
+                            push(&mut body, &rec);
+                            count += 1;
+                        },
+                    );
                     match res {
-                        Ok(_) | Err(LogError::Truncated { .. }) => {}
+                        Ok(_) => {}
+                        Err(e) if e.is_truncated() => {}
                         Err(e) => return Err(e),
                     }
                     r.next = off + 1;
@@ -667,7 +660,7 @@ impl ReplayService {
     /// One turn of a "last" replay's read of `next..end` for the newest event of each
     /// matching topic (at most [`BATCH_SCAN`] records). Returns whether the read is over; the
     /// replay then sends what it found, in offset order.
-    fn find_lasts_before_end(&mut self, r: &mut Replay) -> Result<bool, LogError> {
+    fn find_lasts_before_end(&mut self, r: &mut Replay<R>) -> Result<bool, R::Error> {
         let Some(mut lasts) = r.lasts_before_end.take() else {
             return Ok(true);
         };
@@ -696,7 +689,7 @@ impl ReplayService {
         Ok(true)
     }
 
-    fn send_batch(&mut self, r: &mut Replay, progress: u64, body: Vec<u8>) -> SendOutcome {
+    fn send_batch(&mut self, r: &mut Replay<R>, progress: u64, body: Vec<u8>) -> SendOutcome {
         let header = Header::new(Op::ReplayBatch, r.id).encode();
         let p = progress.to_le_bytes();
         match self.send(&r.identity, &header, &[&p, &body]) {
@@ -775,7 +768,7 @@ enum SendOutcome {
 }
 
 /// Append a log record to a batch body as an event frame.
-fn push(body: &mut Vec<u8>, rec: &agora_storage::log::Record<'_>) {
+fn push(body: &mut Vec<u8>, rec: &Record<'_>) {
     let meta = Meta {
         kind: KIND_EVENT,
         offset: rec.offset,

@@ -45,6 +45,7 @@ pub use reader::LogReader;
 pub use record::{OwnedRecord, Record};
 pub use sync::{FsyncPolicy, ParseFsyncPolicyError, Syncer};
 
+use crate::boundary::{EventStore, LastValueCache, ResumeState, StoreError};
 use segment::{IndexEntry, SegMeta, TopicState};
 use sync::SyncShared;
 
@@ -980,6 +981,93 @@ impl EventLog {
     /// The options the log was opened with.
     pub fn options(&self) -> &LogOptions {
         &self.opts
+    }
+}
+
+/// The embedded [`EventStore`]: each method is the inherent one of the same name.
+impl EventStore for EventLog {
+    type Error = LogError;
+    type Reader = LogReader;
+    type Cache = LastOffsets;
+
+    #[inline]
+    fn append(&mut self, rec: &Record<'_>) -> Result<(), LogError> {
+        EventLog::append(self, rec)
+    }
+
+    #[inline]
+    fn flush(&mut self) -> Result<u64, LogError> {
+        EventLog::flush(self)
+    }
+
+    #[inline]
+    fn commit(&mut self) -> Result<u64, LogError> {
+        EventLog::commit(self)
+    }
+
+    /// Under fsync `never` nothing syncs after a commit.
+    fn commit_is_durable(&self) -> bool {
+        self.opts.fsync == FsyncPolicy::Never
+    }
+
+    fn sync(&mut self) -> Result<u64, LogError> {
+        EventLog::sync(self)
+    }
+
+    fn durable_offset(&self) -> u64 {
+        EventLog::durable_offset(self)
+    }
+
+    fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    fn first_offset(&self) -> u64 {
+        EventLog::first_offset(self)
+    }
+
+    fn enforce_retention(&mut self, now: SystemTime) -> Result<u64, LogError> {
+        EventLog::enforce_retention(self, now).map(|r| r.first_offset)
+    }
+
+    /// Right after [`EventLog::open`], the same as its [`Recovery`] says.
+    fn resume_state(&self) -> ResumeState {
+        ResumeState {
+            next_offset: self.next_offset,
+            first_offset: EventLog::first_offset(self),
+            last_seq_by_topic: self
+                .state
+                .topics
+                .iter()
+                .map(|(topic, &(seq, _))| (topic.clone(), seq))
+                .collect(),
+            producers: self
+                .state
+                .producers
+                .iter()
+                .map(|(&id, &(seq, _))| (id, seq))
+                .collect(),
+        }
+    }
+
+    fn reader(&self) -> LogReader {
+        EventLog::reader(self)
+    }
+
+    fn last_value_cache(&self) -> LastOffsets {
+        self.last_offsets()
+    }
+}
+
+impl StoreError for LogError {
+    fn is_truncated(&self) -> bool {
+        matches!(self, LogError::Truncated { .. })
+    }
+}
+
+impl LastValueCache for LastOffsets {
+    fn matching(&self, first: u64, wanted: impl Fn(&str) -> bool) -> (Vec<(String, u64)>, u64) {
+        LastOffsets::matching(self, first, wanted)
     }
 }
 

@@ -15,6 +15,7 @@ use super::record::{
 };
 use super::segment::segment_path;
 use super::{LogError, OwnedRecord, Shared};
+use crate::boundary::EventReader;
 
 /// Read buffer of a reader.
 const READ_BUFFER: usize = 64 << 10;
@@ -303,6 +304,38 @@ impl LogReader {
         };
         self.cur = None;
         Err(err(reason))
+    }
+}
+
+/// The embedded [`EventReader`]: the topic predicate is applied to each record read.
+impl EventReader for LogReader {
+    type Error = LogError;
+
+    fn first_offset(&self) -> u64 {
+        LogReader::first_offset(self)
+    }
+
+    fn end_offset(&self) -> u64 {
+        LogReader::end_offset(self)
+    }
+
+    fn read_matching(
+        &mut self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        wanted: impl Fn(&str) -> bool,
+        mut each: impl FnMut(Record<'_>),
+    ) -> Result<u64, LogError> {
+        self.read_with(from, max_records, max_bytes, |rec| {
+            if wanted(rec.topic) {
+                each(rec);
+            }
+        })
+    }
+
+    fn offset_for_time(&mut self, t: u64) -> Result<u64, LogError> {
+        LogReader::offset_for_time(self, t)
     }
 }
 
