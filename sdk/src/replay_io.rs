@@ -426,7 +426,7 @@ fn decode_batch(
 ) -> std::result::Result<(Vec<WireEvent>, u64), protocol::ProtocolError> {
     let [progress, events] = body else {
         return Err(protocol::ProtocolError::FrameCount {
-            op: protocol::BusOp::ReplayBatch,
+            op: protocol::Op::ReplayBatch,
             expected: 2,
             got: body.len(),
         });

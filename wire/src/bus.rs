@@ -37,98 +37,9 @@ pub const META_LEN: usize = 32;
 /// Default maximum payload the broker accepts (1 MiB).
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 
-/// The ops a bus endpoint takes or sends: the bus's part of [`crate::Op`], with the same bytes
-/// (and the docs there). It is what [`Header::op`] returns, so that a bus endpoint can match
-/// on every op it may see, exhaustively; a space op is none of them, and a bus endpoint
-/// answers it `UNKNOWN_OP` as it does a byte no one defines.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum BusOp {
-    /// [`crate::Op::Publish`]
-    Publish = crate::Op::Publish as u8,
-    /// [`crate::Op::Hello`]
-    Hello = crate::Op::Hello as u8,
-    /// [`crate::Op::Ping`]
-    Ping = crate::Op::Ping as u8,
-    /// [`crate::Op::Stats`]
-    Stats = crate::Op::Stats as u8,
-    /// [`crate::Op::Sync`]
-    Sync = crate::Op::Sync as u8,
-    /// [`crate::Op::Replay`]
-    Replay = crate::Op::Replay as u8,
-    /// [`crate::Op::ReplayBatch`]
-    ReplayBatch = crate::Op::ReplayBatch as u8,
-    /// [`crate::Op::ReplayEnd`]
-    ReplayEnd = crate::Op::ReplayEnd as u8,
-    /// [`crate::Op::Credit`]
-    Credit = crate::Op::Credit as u8,
-    /// [`crate::Op::ReplayClose`]
-    ReplayClose = crate::Op::ReplayClose as u8,
-    /// [`crate::Op::DurableAck`]
-    DurableAck = crate::Op::DurableAck as u8,
-    /// [`crate::Op::DurableDelete`]
-    DurableDelete = crate::Op::DurableDelete as u8,
-    /// [`crate::Op::QueueJoin`]
-    QueueJoin = crate::Op::QueueJoin as u8,
-    /// [`crate::Op::QueueLeave`]
-    QueueLeave = crate::Op::QueueLeave as u8,
-    /// [`crate::Op::Deliver`]
-    Deliver = crate::Op::Deliver as u8,
-    /// [`crate::Op::Acks`]
-    Acks = crate::Op::Acks as u8,
-    /// [`crate::Op::Ok`]
-    Ok = crate::Op::Ok as u8,
-    /// [`crate::Op::Error`]
-    Error = crate::Op::Error as u8,
-}
-
-/// The bus's ops by the name the broker's dispatcher has always imported them under
-/// (`agora_wire::bus::Op`); new code names [`BusOp`] or [`crate::Op`].
-pub use self::BusOp as Op;
-
-impl BusOp {
-    /// The bus op for a header byte: `None` for a space op and for a byte no one defines.
-    pub fn from_u8(b: u8) -> Option<BusOp> {
-        use crate::Op as Any;
-        Some(match Any::from_u8(b)? {
-            Any::Publish => BusOp::Publish,
-            Any::Hello => BusOp::Hello,
-            Any::Ping => BusOp::Ping,
-            Any::Stats => BusOp::Stats,
-            Any::Sync => BusOp::Sync,
-            Any::QueueJoin => BusOp::QueueJoin,
-            Any::QueueLeave => BusOp::QueueLeave,
-            Any::Replay => BusOp::Replay,
-            Any::ReplayBatch => BusOp::ReplayBatch,
-            Any::ReplayEnd => BusOp::ReplayEnd,
-            Any::Credit => BusOp::Credit,
-            Any::ReplayClose => BusOp::ReplayClose,
-            Any::DurableAck => BusOp::DurableAck,
-            Any::DurableDelete => BusOp::DurableDelete,
-            Any::Ok => BusOp::Ok,
-            Any::Error => BusOp::Error,
-            Any::Deliver => BusOp::Deliver,
-            Any::Acks => BusOp::Acks,
-            Any::Out
-            | Any::Take
-            | Any::Read
-            | Any::TakeAll
-            | Any::ReadAll
-            | Any::Count
-            | Any::Dump
-            | Any::Confirm
-            | Any::Release
-            | Any::Cancel
-            | Any::SpacePing => return None,
-        })
-    }
-}
-
-impl From<BusOp> for crate::Op {
-    fn from(op: BusOp) -> crate::Op {
-        crate::Op::from_u8(op as u8).expect("every bus op is an op")
-    }
-}
+/// The one op enum of both protocols; a bus endpoint serves the bus's part of it (see
+/// [`Header::op`]).
+pub use crate::Op;
 
 /// Publish flag: reply `Ok` with the event's offset and sequence once it is stamped.
 pub const FLAG_ACK: u8 = 0x01;
@@ -298,9 +209,12 @@ impl Header {
         Ok((header, &frame[HEADER_LEN..]))
     }
 
-    /// The bus op, or an error naming the byte if it is not one (a space op included).
-    pub fn op(&self) -> Result<BusOp, ProtocolError> {
-        BusOp::from_u8(self.op).ok_or(ProtocolError::UnknownOp(self.op))
+    /// The op, if it is one a bus endpoint may see: a space op is answered `UNKNOWN_OP` by
+    /// the bus, as a byte no one defines is.
+    pub fn op(&self) -> Result<Op, ProtocolError> {
+        Op::from_u8(self.op)
+            .filter(|op| !op.is_space())
+            .ok_or(ProtocolError::UnknownOp(self.op))
     }
 }
 

@@ -717,6 +717,18 @@ impl Dispatcher {
                 self.error_reply(&reply, ErrorCode::BadRequest, &msg);
                 Ok(())
             }
+            // `Header::op` answers these UNKNOWN_OP already; the space serves them.
+            Op::Out
+            | Op::Take
+            | Op::Read
+            | Op::TakeAll
+            | Op::ReadAll
+            | Op::Count
+            | Op::Dump
+            | Op::Confirm
+            | Op::Release
+            | Op::Cancel
+            | Op::SpacePing => Err(ProtocolError::UnknownOp(op as u8)),
         };
         if let Err(e) = result {
             self.error_reply(&reply, e.code(), &e.to_string());
