@@ -40,8 +40,6 @@ pub mod space_events;
 pub use replay::CURSORS_FILE;
 pub use space_events::{SpaceEventSender, SpaceEvents};
 
-use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -49,6 +47,7 @@ use std::time::Duration;
 use agora_storage::log::{DEFAULT_MAX_RECORD_BYTES, DEFAULT_PRODUCER_TTL, DEFAULT_SEGMENT_BYTES};
 use agora_storage::FsyncPolicy;
 use agora_wire::bus::{DEFAULT_ENDPOINT, DEFAULT_MAX_PAYLOAD};
+use agora_wire::socket::{self, Ringer};
 
 /// The bus's settings; [`BusConfig::default`] needs nothing else.
 #[derive(Clone, Debug)]
@@ -198,9 +197,9 @@ pub struct Bus {
     endpoint: String,
     events_endpoint: String,
     replay_endpoint: String,
-    doorbell: UnixStream,
+    doorbell: Ringer,
     thread: Option<JoinHandle<Result<(), BusError>>>,
-    replay_doorbell: UnixStream,
+    replay_doorbell: Ringer,
     replay_thread: Option<JoinHandle<Result<(), BusError>>>,
 }
 
@@ -212,8 +211,8 @@ pub struct BoundBus {
     dispatcher: dispatcher::Dispatcher,
     replay: replay::ReplayService,
     replay_endpoint: String,
-    doorbell: UnixStream,
-    replay_doorbell: UnixStream,
+    doorbell: Ringer,
+    replay_doorbell: Ringer,
 }
 
 impl BoundBus {
@@ -276,8 +275,7 @@ impl Bus {
     /// Open the log (`<data_dir>/log`, which must be creatable) and bind the sockets in
     /// `ctx`; [`BoundBus::start`] then serves.
     pub fn bind(ctx: &zmq::Context, config: &BusConfig) -> Result<BoundBus, BusError> {
-        let (doorbell, doorbell_rx) = UnixStream::pair()?;
-        doorbell_rx.set_nonblocking(true)?;
+        let (doorbell, doorbell_rx) = socket::doorbell()?;
         let mut dispatcher = dispatcher::Dispatcher::bind(ctx, config, doorbell_rx)?;
         let seed = dispatcher
             .replay_seed
@@ -287,8 +285,7 @@ impl Bus {
             Some(e) => e.clone(),
             None => sibling_endpoint(&config.listen, 3, "replay")?,
         };
-        let (replay_doorbell, replay_doorbell_rx) = UnixStream::pair()?;
-        replay_doorbell_rx.set_nonblocking(true)?;
+        let (replay_doorbell, replay_doorbell_rx) = socket::doorbell()?;
         let (replay, replay_endpoint) = replay::ReplayService::bind(
             ctx,
             &replay_want,
@@ -330,7 +327,7 @@ impl Bus {
 
     fn stop(&mut self) -> Result<(), BusError> {
         if let Some(t) = self.replay_thread.take() {
-            let _ = (&self.replay_doorbell).write(&[1]);
+            self.replay_doorbell.knock();
             match t.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!("replay service stopped with an error: {e}"),
@@ -340,8 +337,7 @@ impl Bus {
         let Some(thread) = self.thread.take() else {
             return Ok(());
         };
-        // A full or closed doorbell both mean the dispatcher already knows.
-        let _ = (&self.doorbell).write(&[1]);
+        self.doorbell.knock();
         thread.join().map_err(|_| BusError::Panicked)?
     }
 }

@@ -25,9 +25,6 @@
 //! [`CursorFile`] are the defaults.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,6 +38,7 @@ use agora_wire::bus::{
     self as protocol, ErrorCode, Header, Meta, Op, ProtocolError, ReplayFrom, ReplayRequest,
     ReplayStart, KIND_EVENT,
 };
+use agora_wire::socket::Bell;
 use agora_wire::topic::Filter;
 
 /// Most events in one batch.
@@ -138,7 +136,7 @@ pub(crate) struct ReplayService<
     C: CursorStore = CursorFile,
 > {
     router: zmq::Socket,
-    doorbell: UnixStream,
+    doorbell: Bell,
     reader: R,
     /// Topic → offset of its newest flushed event.
     last_offsets: L,
@@ -167,7 +165,7 @@ impl<R: EventReader, L: LastValueCache> ReplayService<R, L, CursorFile> {
         reader: R,
         last_offsets: L,
         committed_end: Arc<AtomicU64>,
-        doorbell: UnixStream,
+        doorbell: Bell,
     ) -> Result<(Self, String), BusError> {
         let cursors = CursorFile::load(data_dir)?;
         Self::bind_with(
@@ -191,7 +189,7 @@ impl<R: EventReader, L: LastValueCache, C: CursorStore> ReplayService<R, L, C> {
         reader: R,
         last_offsets: L,
         committed_end: Arc<AtomicU64>,
-        doorbell: UnixStream,
+        doorbell: Bell,
     ) -> Result<(Self, String), BusError> {
         let router = ctx.socket(zmq::ROUTER)?;
         router.set_linger(0)?;
@@ -246,7 +244,7 @@ impl<R: EventReader, L: LastValueCache, C: CursorStore> ReplayService<R, L, C> {
             let (readable, stop) = {
                 let mut items = [
                     self.router.as_poll_item(zmq::POLLIN),
-                    zmq::PollItem::from_fd(self.doorbell.as_raw_fd(), zmq::POLLIN),
+                    zmq::PollItem::from_fd(self.doorbell.fd(), zmq::POLLIN),
                 ];
                 match zmq::poll(&mut items, timeout) {
                     Ok(_) | Err(zmq::Error::EINTR) => {}
@@ -255,8 +253,7 @@ impl<R: EventReader, L: LastValueCache, C: CursorStore> ReplayService<R, L, C> {
                 (items[0].is_readable(), items[1].is_readable())
             };
             if stop {
-                let mut buf = [0u8; 16];
-                let _ = (&self.doorbell).read(&mut buf);
+                self.doorbell.wake();
                 break;
             }
             if readable {

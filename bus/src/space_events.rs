@@ -3,12 +3,12 @@
 //! [`SpaceEventSender`]; the dispatcher drains the [`SpaceEvents`] end and publishes them
 //! unlogged. Nothing is encoded or queued while no subscription covers `$space.`.
 
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
+
+use agora_wire::socket::{doorbell, Bell, Ringer};
 
 /// Events queued for the dispatcher, at most: if it falls this far behind, events are
 /// dropped (and logged) rather than blocking the space.
@@ -18,8 +18,7 @@ const QUEUE: usize = 65_536;
 #[derive(Clone)]
 pub struct SpaceEventSender {
     tx: SyncSender<(&'static str, Vec<u8>)>,
-    ringer: Arc<UnixStream>,
-    pending: Arc<AtomicBool>,
+    ringer: Ringer,
     wanted: Arc<AtomicBool>,
 }
 
@@ -37,10 +36,7 @@ impl SpaceEventSender {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => return false,
         }
-        if !self.pending.swap(true, Ordering::SeqCst) {
-            // A full socket buffer means the dispatcher has bytes to read already.
-            let _ = (&*self.ringer).write(&[1]);
-        }
+        self.ringer.ring();
         true
     }
 }
@@ -48,13 +44,12 @@ impl SpaceEventSender {
 /// The dispatcher's end.
 pub struct SpaceEvents {
     rx: Receiver<(&'static str, Vec<u8>)>,
-    bell: UnixStream,
-    /// The sender's end of the bell, to ring it again after a drain cut short (a byte
-    /// written on `bell` itself would go to the other end, and the dispatcher would sleep
-    /// on events already queued).
-    ringer: Arc<UnixStream>,
-    /// Set by the sender when it rings; cleared by the dispatcher before it drains.
-    pending: Arc<AtomicBool>,
+    /// Armed except between a ring and the drain that follows it: one byte per drain at
+    /// most, however many events arrive.
+    bell: Bell,
+    /// To ring again after a drain cut short (a byte written on the bell's own end would go
+    /// to the other end, and the dispatcher would sleep on events already queued).
+    ringer: Ringer,
     /// Whether any subscription covers `$space.`: the sender's [`SpaceEventSender::wanted`].
     wanted: Arc<AtomicBool>,
 }
@@ -63,16 +58,12 @@ impl SpaceEvents {
     /// A connected pair.
     pub fn channel() -> std::io::Result<(SpaceEventSender, SpaceEvents)> {
         let (tx, rx) = sync_channel(QUEUE);
-        let (bell, ringer) = UnixStream::pair()?;
-        bell.set_nonblocking(true)?;
-        ringer.set_nonblocking(true)?;
-        let pending = Arc::new(AtomicBool::new(false));
+        let (ringer, bell) = doorbell()?;
+        bell.arm();
         let wanted = Arc::new(AtomicBool::new(false));
-        let ringer = Arc::new(ringer);
         let sender = SpaceEventSender {
             tx,
             ringer: ringer.clone(),
-            pending: pending.clone(),
             wanted: wanted.clone(),
         };
         Ok((
@@ -81,7 +72,6 @@ impl SpaceEvents {
                 rx,
                 bell,
                 ringer,
-                pending,
                 wanted,
             },
         ))
@@ -89,18 +79,17 @@ impl SpaceEvents {
 
     /// The descriptor to poll: readable when events are waiting.
     pub(crate) fn fd(&self) -> RawFd {
-        self.bell.as_raw_fd()
+        self.bell.fd()
     }
 
     /// Take up to `max` waiting events. If `max` were reached, the bell is rung again so
     /// the next poll looks again.
     pub(crate) fn drain(&self, max: usize) -> Vec<(&'static str, Vec<u8>)> {
-        let mut buf = [0u8; 64];
-        while matches!((&self.bell).read(&mut buf), Ok(n) if n > 0) {}
-        self.pending.store(false, Ordering::SeqCst);
+        self.bell.wake();
+        self.bell.arm();
         let batch: Vec<_> = self.rx.try_iter().take(max).collect();
         if batch.len() == max {
-            let _ = (&*self.ringer).write(&[1]);
+            self.ringer.knock();
         }
         batch
     }
@@ -115,6 +104,10 @@ impl SpaceEvents {
 mod tests {
     use super::*;
 
+    fn readable(rx: &SpaceEvents) -> bool {
+        agora_wire::socket::poll_in([rx.fd()], 0).unwrap()[0]
+    }
+
     #[test]
     fn events_flow_only_in_order_and_ring_once() {
         let (tx, rx) = SpaceEvents::channel().unwrap();
@@ -124,13 +117,12 @@ mod tests {
         assert!(tx.send("$space.out", vec![1]));
         assert!(tx.send("$space.take", vec![2]));
         // One ring for both: a pending ring is not repeated.
-        let mut buf = [0u8; 8];
-        assert_eq!((&rx.bell).read(&mut buf).unwrap(), 1);
-        assert!((&rx.bell).read(&mut buf).is_err(), "only one byte rung");
-        rx.pending.store(true, Ordering::SeqCst);
+        assert!(readable(&rx));
+        assert!(rx.bell.rang());
         let got = rx.drain(10);
         assert_eq!(got, vec![("$space.out", vec![1]), ("$space.take", vec![2])]);
-        assert!(!rx.pending.load(Ordering::SeqCst));
+        assert!(!readable(&rx), "drained");
+        assert!(!rx.bell.rang(), "armed again");
     }
 
     #[test]
@@ -140,8 +132,7 @@ mod tests {
             assert!(tx.send("$space.out", vec![i]));
         }
         assert_eq!(rx.drain(2).len(), 2);
-        let mut buf = [0u8; 8];
-        assert!((&rx.bell).read(&mut buf).is_ok(), "rung for the rest");
+        assert!(readable(&rx), "rung for the rest");
         assert_eq!(rx.drain(2).len(), 1);
     }
 }

@@ -30,9 +30,6 @@ mod stats;
 mod subscriptions;
 mod sync;
 
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
@@ -46,7 +43,7 @@ use agora_wire::bus::{
     self as protocol, ContentType, ErrorCode, Header, Hello, Meta, Op, ProtocolError, KIND_BEACON,
     KIND_EVENT, STATS_TOPIC, UNLOGGED_OFFSET, VERSION,
 };
-use agora_wire::socket::ReplyAddress;
+use agora_wire::socket::{Bell, ReplyAddress};
 use agora_wire::topic::MAX_TOPIC_LEN;
 
 use confirms::{Confirms, Release};
@@ -96,7 +93,7 @@ pub(crate) struct Dispatcher {
     config: BusConfig,
     router: zmq::Socket,
     egress: Egress,
-    doorbell: UnixStream,
+    doorbell: Bell,
 
     /// The log, on its writer thread; `log_batch` holds what goes to it at the next commit.
     log: LogWriter,
@@ -105,7 +102,7 @@ pub(crate) struct Dispatcher {
     /// The log's flushed and durable offsets.
     syncer: Syncer,
     /// Rung by the log's syncer thread when more of the log is durable.
-    durable_bell: UnixStream,
+    durable_bell: Bell,
     syncer_thread: Option<std::thread::JoinHandle<Result<(), agora_storage::log::LogError>>>,
     confirms: Confirms,
     pub(crate) space_events: Option<SpaceEvents>,
@@ -190,7 +187,7 @@ impl Dispatcher {
     pub(crate) fn bind(
         ctx: &zmq::Context,
         config: &BusConfig,
-        doorbell: UnixStream,
+        doorbell: Bell,
     ) -> Result<Dispatcher, BusError> {
         let router = ctx.socket(zmq::ROUTER)?;
         // Unroutable sends fail (EHOSTUNREACH) instead of vanishing: a queue group learns
@@ -244,16 +241,15 @@ impl Dispatcher {
             Instant::now(),
             now_ns(),
         );
-        // The syncer thread rings `bell_writer`; the dispatcher polls `durable_bell`.
-        let (durable_bell, bell_writer) = UnixStream::pair()?;
-        durable_bell.set_nonblocking(true)?;
-        bell_writer.set_nonblocking(true)?;
+        // The syncer thread knocks on `bell_writer` (each time more is durable); the
+        // dispatcher polls `durable_bell`.
+        let (bell_writer, durable_bell) = agora_wire::socket::doorbell()?;
         // Under fsync `never` there is no syncer thread: the log writer rings instead.
-        let writer_bell = bell_writer.try_clone()?;
+        let writer_bell = bell_writer.clone();
         let syncer = log.syncer();
         let syncer_thread = syncer.spawn(config.fsync, move |_durable| {
             // A full socket means a wakeup is already pending.
-            let _ = (&bell_writer).write(&[1]);
+            bell_writer.knock();
         });
 
         let committed_end =
@@ -265,7 +261,7 @@ impl Dispatcher {
         };
         let max_record_bytes = log.options().max_record_bytes;
         let log = LogWriter::spawn(log, move || {
-            let _ = (&writer_bell).write(&[1]);
+            writer_bell.knock();
         })?;
         let now = Instant::now();
         Ok(Dispatcher {
@@ -333,13 +329,10 @@ impl Dispatcher {
                 let mut items = [
                     self.router.as_poll_item(zmq::POLLIN),
                     self.egress.xpub.as_poll_item(zmq::POLLIN),
-                    zmq::PollItem::from_fd(self.doorbell.as_raw_fd(), zmq::POLLIN),
-                    zmq::PollItem::from_fd(self.durable_bell.as_raw_fd(), zmq::POLLIN),
+                    zmq::PollItem::from_fd(self.doorbell.fd(), zmq::POLLIN),
+                    zmq::PollItem::from_fd(self.durable_bell.fd(), zmq::POLLIN),
                     // Without a space, poll the doorbell twice rather than juggle lengths.
-                    zmq::PollItem::from_fd(
-                        space_fd.unwrap_or(self.doorbell.as_raw_fd()),
-                        zmq::POLLIN,
-                    ),
+                    zmq::PollItem::from_fd(space_fd.unwrap_or(self.doorbell.fd()), zmq::POLLIN),
                 ];
                 match zmq::poll(&mut items, timeout.as_millis() as i64) {
                     Ok(_) | Err(zmq::Error::EINTR) => {}
@@ -375,8 +368,7 @@ impl Dispatcher {
                 self.commit();
             }
             if durable {
-                let mut buf = [0u8; 64];
-                while matches!((&self.durable_bell).read(&mut buf), Ok(n) if n > 0) {}
+                self.durable_bell.wake();
                 self.release_confirms(self.durable_offset());
                 if self.log.failed() {
                     self.fail_confirms();
