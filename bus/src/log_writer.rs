@@ -1,15 +1,16 @@
 //! The log writer thread: owns the event log (an [`EventStore`], the embedded [`EventLog`]
 //! unless the broker opens another) and appends the events the dispatcher has
 //! stamped, in offset order, beside the dispatcher's hot loop instead of inside it (checksum,
-//! record encoding and the write to the OS were a fifth of the dispatcher's time per event).
+//! record encoding and the write to the OS are too much work for the thread that stamps and
+//! forwards every event).
 //!
 //! The dispatcher adds each stamped event frame to a [`LogBatch`] and hands the batch over at
 //! each commit (every millisecond, at once while confirms wait, or when the batch is full:
 //! [`BATCH_EVENTS`], [`BATCH_BYTES`]). A small frame is copied into the batch's buffer; a
 //! large one is kept as a second reference to the message ([`Frame::share`]), which costs no
 //! copy but counts references on the message's connection metadata, a cache line the I/O
-//! thread, the dispatcher and the writer would fight over per event (measured: small events
-//! went 15% slower shared, 1 KiB ones 20% slower copied). Per batch the writer appends every
+//! thread, the dispatcher and the writer would fight over per event: copying is cheaper for
+//! small events, sharing for large ones. Per batch the writer appends every
 //! record and commits: flushes to the OS (replays can read them from then on) and asks the
 //! syncer for an fsync; under fsync `never` ([`EventStore::commit_is_durable`]) it rings the
 //! durable bell itself, as flushed is as durable as it gets.

@@ -145,9 +145,8 @@ impl SyncShared {
 /// are read back from disk when a replay asks for them. Otherwise a busy log fills all free
 /// memory with data it rarely reads again, at the expense of everything else cached, and each
 /// new page it takes costs more than a reused one: a lot more on a VM that hands unused guest
-/// memory back to its host (measured on the development VM, 1 KiB events: the log writer
-/// spent 3.1-3.5 us per event in the kernel's copy into new page-cache pages, 0.5-0.8 us with
-/// old segments dropped). Only under an fsync policy: the pages must be clean to be dropped.
+/// memory back to its host (docs/LOG.md and the README's benchmark notes have the figures).
+/// Only under an fsync policy: the pages must be clean to be dropped.
 fn drop_cached(segment: &File) {
     use std::os::fd::AsRawFd;
     // SAFETY: a valid open descriptor; posix_fadvise only advises, on the whole file (0, 0).
