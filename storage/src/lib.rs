@@ -3,8 +3,11 @@
 //! What Agora keeps on disk, and the shared pieces that keep it safe: the durable event log
 //! (segmented, checksummed, group commit), the durable subscriptions' cursors, the tuple
 //! space's write-ahead log and snapshots, one fsync policy, the data directory's lock, and
-//! recovery's quarantine. The broker uses its storage through the traits of [`boundary`],
-//! which these files implement and a second backend can too.
+//! recovery's quarantine. The traits of [`boundary`] say what the broker needs of its
+//! storage; these files implement them, and a second backend can too. The bus's log writer
+//! and replay service use the log only through them; the dispatcher still opens the
+//! embedded log itself and follows its flushed and durable offsets through its
+//! [`Syncer`](log::Syncer), which no trait covers yet.
 //!
 //! # Layout
 //!
