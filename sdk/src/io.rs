@@ -4,13 +4,16 @@
 //! back-pressure) and ring a doorbell only when the thread is parked in `zmq::poll`. The
 //! thread writes requests to the DEALER, matches replies to waiting callers by request id,
 //! reads events from the SUB and hands them to subscriptions in batches.
+//!
+//! Also the one ZeroMQ context of the SDK's sockets ([`zmq_context`]), shared with the tuple
+//! space's and the replay service's threads.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use agora_wire::bus::{self as protocol, EventLayout, HEADER_LEN, SYNC_TOPIC_PREFIX};
@@ -26,6 +29,20 @@ const EVENT_BATCH: usize = 512;
 const COMMAND_BATCH: usize = 1024;
 /// Messages of ZeroMQ's size limit for inline (no allocation) messages.
 const ZMQ_VSM: usize = 33;
+
+/// The ZeroMQ context every socket of the SDK is made in (bus, tuple space, replay, of every
+/// client): one per process, as libzmq recommends. A context per client would start an I/O
+/// thread and a reaper thread per client; one shared context serves them all with one of
+/// each (libzmq's rule of thumb is an I/O thread per gigabyte a second), and its limit of
+/// 1023 sockets counts the whole process's (a client takes two, its space three, its replay
+/// one). Dropping a client still closes its connections at once: closing a socket does not
+/// wait for its context, libzmq's reaper sends what is queued for at most the socket's
+/// linger (set on each socket below) and closes the connection, as a client's own context
+/// did when it was terminated. Never terminated itself (a static is not dropped).
+pub(crate) fn zmq_context() -> &'static zmq::Context {
+    static CONTEXT: OnceLock<zmq::Context> = OnceLock::new();
+    CONTEXT.get_or_init(zmq::Context::new)
+}
 
 /// A received event frame: the ZeroMQ message itself when only one subscription wants it, a
 /// copy otherwise.
@@ -200,12 +217,12 @@ struct PendingSync {
 }
 
 /// Start the I/O thread with sockets connected to the broker's request endpoint; the events
-/// socket connects once [`IoThread::connect_events`] is called (after HELLO).
+/// socket connects once the returned sender gives it the events endpoint (after HELLO).
 pub(crate) fn spawn(
-    ctx: &zmq::Context,
     endpoint: &str,
     request_timeout: Duration,
 ) -> Result<(IoHandle, oneshot::Sender<String>)> {
+    let ctx = zmq_context();
     let dealer = ctx.socket(zmq::DEALER)?;
     dealer.set_linger(1000)?;
     dealer.set_sndhwm(10_000)?;

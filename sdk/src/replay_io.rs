@@ -84,8 +84,8 @@ impl Drop for HandleInner {
 impl ReplayHandle {
     /// Start the thread with its DEALER connected to `endpoint`.
     pub(crate) fn spawn(endpoint: &str, timeout: Duration) -> Result<ReplayHandle> {
-        let ctx = zmq::Context::new();
-        let dealer = ctx.socket(zmq::DEALER)?;
+        // The process's one context (see `zmq_context`).
+        let dealer = crate::io::zmq_context().socket(zmq::DEALER)?;
         dealer.set_linger(0)?;
         dealer.set_rcvhwm(100_000)?;
         dealer.set_sndhwm(100_000)?;
@@ -95,7 +95,6 @@ impl ReplayHandle {
         doorbell.set_nonblocking(true)?;
         doorbell_rx.set_nonblocking(true)?;
         let mut thread = ReplayThread {
-            _ctx: ctx,
             dealer,
             rx,
             doorbell: doorbell_rx,
@@ -192,7 +191,6 @@ struct ActiveReplay {
 }
 
 struct ReplayThread {
-    _ctx: zmq::Context,
     dealer: zmq::Socket,
     rx: mpsc::UnboundedReceiver<ReplayCommand>,
     doorbell: UnixStream,

@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use agora_wire::space::{decode_header, Reply, Request, Wait, FLAG_NO_REPLY};
@@ -167,9 +167,8 @@ impl Drop for Reservation {
 
 /// Start the I/O thread with a `DEALER` connected to the space at `endpoint`.
 pub(crate) fn spawn(endpoint: &str) -> Result<Arc<Ctl>> {
-    // One ZeroMQ context (one libzmq I/O thread) for every space client in the process.
-    static CONTEXT: OnceLock<zmq::Context> = OnceLock::new();
-    let ctx = CONTEXT.get_or_init(zmq::Context::new);
+    // The process's one context, shared with the bus clients' sockets (see `zmq_context`).
+    let ctx = crate::io::zmq_context();
     let dealer = ctx.socket(zmq::DEALER)?;
     // Give CONFIRM/RELEASE/CANCEL queued at shutdown a moment to leave.
     dealer.set_linger(1000)?;
@@ -268,8 +267,8 @@ impl Drop for IoThread {
     fn drop(&mut self) {
         // Stop the monitor before the sockets close. libzmq writes monitor events with a
         // blocking send from its I/O thread: an event for a closing DEALER whose reading PAIR
-        // is already gone would block that thread, and with it every space client sharing
-        // the context.
+        // is already gone would block that thread, and with it every socket of the SDK's
+        // shared context (every client in the process).
         // SAFETY: the DEALER is a live socket owned by this thread; a null address is
         // libzmq's documented way to stop monitoring.
         let rc =
