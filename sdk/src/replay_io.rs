@@ -1,24 +1,22 @@
 //! The replay I/O thread: owns the client's `DEALER` to the broker's replay service.
 //!
 //! Started on first use (a replay, a durable subscription, a gap to heal) and shared by
-//! every subscription of the client. Handles send [`ReplayCommand`]s over a channel and ring
-//! a doorbell; the thread sends requests, and routes what comes back by request id: a
-//! replay's start, batches and end go to that replay's [`ReplayFeed`]; acks answer their
-//! caller.
+//! every subscription of the client. Handles send [`ReplayCommand`]s over a channel and
+//! knock on a [`doorbell`] (every command: this thread never arms it); the thread sends
+//! requests, and routes what comes back by request id: a replay's start, batches and end go
+//! to that replay's [`ReplayFeed`]; acks answer their caller.
 //!
 //! Flow control: a feed grants the broker one more batch (CREDIT) each time its consumer
 //! takes a batch, so at most `credit` batches per replay are ever in flight or buffered.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use agora_wire::bus::{self as protocol, ReplayRequest, ReplayStart};
+use agora_wire::socket::{doorbell, Bell, Ringer};
 use agora_wire::{Header, Op};
 use tokio::sync::{mpsc, oneshot};
 
@@ -71,13 +69,13 @@ pub(crate) struct ReplayHandle {
 
 struct HandleInner {
     tx: mpsc::UnboundedSender<ReplayCommand>,
-    doorbell: UnixStream,
+    ringer: Ringer,
     next_id: AtomicU64,
 }
 
 impl Drop for HandleInner {
     fn drop(&mut self) {
-        let _ = (&self.doorbell).write(&[0]);
+        self.ringer.knock();
     }
 }
 
@@ -91,13 +89,11 @@ impl ReplayHandle {
         dealer.set_sndhwm(100_000)?;
         dealer.connect(endpoint)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let (doorbell, doorbell_rx) = UnixStream::pair()?;
-        doorbell.set_nonblocking(true)?;
-        doorbell_rx.set_nonblocking(true)?;
+        let (ringer, bell) = doorbell()?;
         let mut thread = ReplayThread {
             dealer,
             rx,
-            doorbell: doorbell_rx,
+            bell,
             replays: HashMap::new(),
             calls: HashMap::new(),
             timeout,
@@ -108,7 +104,7 @@ impl ReplayHandle {
         Ok(ReplayHandle {
             inner: Arc::new(HandleInner {
                 tx,
-                doorbell,
+                ringer,
                 next_id: AtomicU64::new(1),
             }),
         })
@@ -116,8 +112,7 @@ impl ReplayHandle {
 
     fn send(&self, cmd: ReplayCommand) -> Result<()> {
         self.inner.tx.send(cmd).map_err(|_| Error::Closed)?;
-        // WouldBlock: the doorbell already holds a wakeup.
-        let _ = (&self.inner.doorbell).write(&[1]);
+        self.inner.ringer.knock();
         Ok(())
     }
 
@@ -193,7 +188,8 @@ struct ActiveReplay {
 struct ReplayThread {
     dealer: zmq::Socket,
     rx: mpsc::UnboundedReceiver<ReplayCommand>,
-    doorbell: UnixStream,
+    /// Never armed: handles knock, and a wake drains it after each poll.
+    bell: Bell,
     replays: HashMap<u64, ActiveReplay>,
     calls: HashMap<u64, (oneshot::Sender<Result<()>>, Instant)>,
     timeout: Duration,
@@ -213,11 +209,10 @@ impl ReplayThread {
             }
             let mut items = [
                 self.dealer.as_poll_item(zmq::POLLIN),
-                zmq::PollItem::from_fd(self.doorbell.as_raw_fd(), zmq::POLLIN),
+                zmq::PollItem::from_fd(self.bell.fd(), zmq::POLLIN),
             ];
             let _ = zmq::poll(&mut items, 100);
-            let mut buf = [0u8; 64];
-            while matches!((&self.doorbell).read(&mut buf), Ok(n) if n > 0) {}
+            self.bell.wake();
         }
     }
 
