@@ -4,7 +4,7 @@
 //! every subscription of the client. Handles send [`ReplayCommand`]s over a channel and
 //! knock on a [`doorbell`] (every command: this thread never arms it); the thread sends
 //! requests, and routes what comes back by request id: a replay's start, batches and end go
-//! to that replay's [`ReplayFeed`]; acks answer their caller.
+//! to that replay's [`ReplayFeed`]; acks answer their caller, or time out ([`PendingReplies`]).
 //!
 //! Flow control: a feed grants the broker one more batch (CREDIT) each time its consumer
 //! takes a batch, so at most `credit` batches per replay are ever in flight or buffered.
@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use agora_wire::bus::{self as protocol, ReplayRequest, ReplayStart};
-use agora_wire::socket::{doorbell, Bell, Ringer};
+use agora_wire::socket::{doorbell, Bell, PendingReplies, Ringer};
 use agora_wire::{Header, Op};
 use tokio::sync::{mpsc, oneshot};
 
@@ -95,7 +95,7 @@ impl ReplayHandle {
             rx,
             bell,
             replays: HashMap::new(),
-            calls: HashMap::new(),
+            calls: PendingReplies::new(),
             timeout,
         };
         std::thread::Builder::new()
@@ -190,8 +190,12 @@ struct ReplayThread {
     rx: mpsc::UnboundedReceiver<ReplayCommand>,
     /// Never armed: handles knock, and a wake drains it after each poll.
     bell: Bell,
+    /// Replays in progress. Not a [`PendingReplies`]: a replay's deadline moves with every
+    /// message it gets and runs only while the broker owes it something, and one whose
+    /// consumer is gone ends at the next sweep.
     replays: HashMap<u64, ActiveReplay>,
-    calls: HashMap<u64, (oneshot::Sender<Result<()>>, Instant)>,
+    /// Calls waiting for their answer, each until it was sent plus `timeout`.
+    calls: PendingReplies<oneshot::Sender<Result<()>>>,
     timeout: Duration,
 }
 
@@ -263,7 +267,7 @@ impl ReplayThread {
                     let parts: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
                     match self.send(&parts) {
                         Ok(()) => {
-                            self.calls.insert(id, (reply, Instant::now()));
+                            self.calls.insert(id, Instant::now() + self.timeout, reply);
                         }
                         Err(e) => {
                             let _ = reply.send(Err(e));
@@ -312,7 +316,7 @@ impl ReplayThread {
             };
             let id = header.request_id;
             let op = Op::from_u8(header.op);
-            if let Some((reply, _)) = self.calls.remove(&id) {
+            if let Some(reply) = self.calls.remove(id) {
                 let result = match op {
                     Some(Op::Ok) => Ok(()),
                     Some(Op::Error) => {
@@ -396,19 +400,11 @@ impl ReplayThread {
                 let _ = self.send(&[&header]);
             }
         }
-        let late: Vec<u64> = self
-            .calls
-            .iter()
-            .filter(|(_, (_, sent))| sent.elapsed() >= timeout)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in late {
-            if let Some((reply, _)) = self.calls.remove(&id) {
-                let _ = reply.send(Err(Error::Timeout {
-                    what: "durable subscription request",
-                    timeout,
-                }));
-            }
+        for (_, reply) in self.calls.expired(Instant::now()) {
+            let _ = reply.send(Err(Error::Timeout {
+                what: "durable subscription request",
+                timeout,
+            }));
         }
     }
 }

@@ -200,6 +200,8 @@ struct IoThread {
     /// Armed while the thread is parked (or about to be): handles' rings write only then.
     bell: Bell,
     next_id: Arc<AtomicU64>,
+    /// Callers waiting for their reply. No deadlines here (not a `PendingReplies`): a
+    /// caller's own timer ends its wait, and its dropped future sends `Cancel`.
     waiting: HashMap<u64, Waiter>,
     /// How many of `waiting` are blocking requests (heartbeats run while > 0).
     blocked: usize,
