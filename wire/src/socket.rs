@@ -140,7 +140,7 @@ impl ReplyAddress {
     /// Split the address off a received request: the identity, then an empty delimiter if
     /// the next frame is empty (a header is never empty). The frames after them may be none
     /// (a malformed request, answered at that address). `None` if there is no frame at all.
-    pub fn split<'a, T: AsRef<[u8]>>(frames: &'a [T]) -> Option<(ReplyAddress, &'a [T])> {
+    pub fn split<T: AsRef<[u8]>>(frames: &[T]) -> Option<(ReplyAddress, &[T])> {
         let (identity, rest) = frames.split_first()?;
         let delimited = rest.first().is_some_and(|f| f.as_ref().is_empty());
         let rest = if delimited { &rest[1..] } else { rest };
