@@ -115,8 +115,7 @@ impl Client {
                 ),
             });
         }
-        let ctx = zmq::Context::new();
-        let (io, events_tx) = io::spawn(&ctx, endpoint, options.request_timeout)?;
+        let (io, events_tx) = io::spawn(endpoint, options.request_timeout)?;
         let hello_req = io::request(&io, Op::Hello, 0, 0, Vec::new());
         let frames = match tokio::time::timeout(options.connect_timeout, hello_req).await {
             // The tuple space's endpoint (or another service's) speaks another protocol.

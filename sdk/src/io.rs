@@ -1,19 +1,19 @@
 //! The I/O thread: the one owner of a client's ZeroMQ sockets.
 //!
 //! Async handles send [`Command`]s over a bounded tokio channel (so publishers feel
-//! back-pressure) and ring a doorbell only when the thread is parked in `zmq::poll`. The
-//! thread writes requests to the DEALER, matches replies to waiting callers by request id,
-//! reads events from the SUB and hands them to subscriptions in batches.
+//! back-pressure) and ring a [`doorbell`] that writes only when the thread is parked in
+//! `zmq::poll`. The thread writes requests to the DEALER, matches replies to waiting callers
+//! by request id, reads events from the SUB and hands them to subscriptions in batches.
+//!
+//! Also the one ZeroMQ context of the SDK's sockets ([`zmq_context`]), shared with the tuple
+//! space's and the replay service's threads.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use agora_wire::bus::{self as protocol, EventLayout, HEADER_LEN, SYNC_TOPIC_PREFIX};
+use agora_wire::socket::{doorbell, Bell, Ringer};
 use agora_wire::topic::Filter;
 use agora_wire::{Header, Op};
 use tokio::sync::{mpsc, oneshot};
@@ -26,6 +26,20 @@ const EVENT_BATCH: usize = 512;
 const COMMAND_BATCH: usize = 1024;
 /// Messages of ZeroMQ's size limit for inline (no allocation) messages.
 const ZMQ_VSM: usize = 33;
+
+/// The ZeroMQ context every socket of the SDK is made in (bus, tuple space, replay, of every
+/// client): one per process, as libzmq recommends. A context per client would start an I/O
+/// thread and a reaper thread per client; one shared context serves them all with one of
+/// each (libzmq's rule of thumb is an I/O thread per gigabyte a second), and its limit of
+/// 1023 sockets counts the whole process's (a client takes two, its space three, its replay
+/// one). Dropping a client still closes its connections at once: closing a socket does not
+/// wait for its context, libzmq's reaper sends what is queued for at most the socket's
+/// linger (set on each socket below) and closes the connection, as a client's own context
+/// did when it was terminated. Never terminated itself (a static is not dropped).
+pub(crate) fn zmq_context() -> &'static zmq::Context {
+    static CONTEXT: OnceLock<zmq::Context> = OnceLock::new();
+    CONTEXT.get_or_init(zmq::Context::new)
+}
 
 /// A received event frame: the ZeroMQ message itself when only one subscription wants it, a
 /// copy otherwise.
@@ -116,8 +130,7 @@ struct GroupMember {
 /// The handle side: the command channel plus the doorbell.
 pub(crate) struct IoHandle {
     tx: mpsc::Sender<Command>,
-    parked: Arc<AtomicBool>,
-    doorbell: UnixStream,
+    ringer: Ringer,
     /// Errors from fire-and-forget requests, reported by the next `flush`.
     pub(crate) async_error: Arc<Mutex<Option<Error>>>,
 }
@@ -168,18 +181,16 @@ impl IoHandle {
         }
     }
 
+    /// Wake the thread if it is parked.
     fn ring(&self) {
-        if self.parked.swap(false, Ordering::SeqCst) {
-            // WouldBlock means the doorbell already has bytes in it: the thread will wake.
-            let _ = (&self.doorbell).write(&[1]);
-        }
+        self.ringer.ring();
     }
 }
 
 impl Drop for IoHandle {
     fn drop(&mut self) {
         // Dropping the sender ends the thread's loop; wake it so it notices.
-        let _ = (&self.doorbell).write(&[0]);
+        self.ringer.knock();
     }
 }
 
@@ -200,12 +211,12 @@ struct PendingSync {
 }
 
 /// Start the I/O thread with sockets connected to the broker's request endpoint; the events
-/// socket connects once [`IoThread::connect_events`] is called (after HELLO).
+/// socket connects once the returned sender gives it the events endpoint (after HELLO).
 pub(crate) fn spawn(
-    ctx: &zmq::Context,
     endpoint: &str,
     request_timeout: Duration,
 ) -> Result<(IoHandle, oneshot::Sender<String>)> {
+    let ctx = zmq_context();
     let dealer = ctx.socket(zmq::DEALER)?;
     dealer.set_linger(1000)?;
     dealer.set_sndhwm(10_000)?;
@@ -216,10 +227,7 @@ pub(crate) fn spawn(
     sub.set_rcvhwm(10_000)?;
 
     let (tx, rx) = mpsc::channel(4096);
-    let (doorbell, doorbell_rx) = UnixStream::pair()?;
-    doorbell.set_nonblocking(true)?;
-    doorbell_rx.set_nonblocking(true)?;
-    let parked = Arc::new(AtomicBool::new(false));
+    let (ringer, bell) = doorbell()?;
     let async_error = Arc::new(Mutex::new(None));
     let (events_tx, events_rx) = oneshot::channel::<String>();
     let mut io = IoThread {
@@ -228,8 +236,7 @@ pub(crate) fn spawn(
         sub_connected: false,
         events_rx: Some(events_rx),
         rx,
-        parked: parked.clone(),
-        doorbell: doorbell_rx,
+        bell,
         async_error: async_error.clone(),
         next_request_id: 1,
         waiting: rustc_hash::FxHashMap::default(),
@@ -248,8 +255,7 @@ pub(crate) fn spawn(
     Ok((
         IoHandle {
             tx,
-            parked,
-            doorbell,
+            ringer,
             async_error,
         },
         events_tx,
@@ -282,11 +288,16 @@ struct IoThread {
     /// The events endpoint, once the client has learnt it from HELLO.
     events_rx: Option<oneshot::Receiver<String>>,
     rx: mpsc::Receiver<Command>,
-    parked: Arc<AtomicBool>,
-    doorbell: UnixStream,
+    /// Armed while the thread is parked (or about to be): handles' rings write only then.
+    bell: Bell,
     async_error: Arc<Mutex<Option<Error>>>,
     next_request_id: u64,
-    /// Callers waiting for a reply, with when they give up.
+    /// Callers waiting for a reply, with when they give up. Not an
+    /// `agora_wire::socket::PendingReplies`: the sweep also retires callers that went away
+    /// (their receiver dropped), which only a scan of every entry finds, and a closing thread
+    /// waits for this table to empty; and every confirmed publish passes through here, so
+    /// an insert is one cheap hash (no heap of deadlines, whose answered entries would stay
+    /// behind an unanswered one until its deadline).
     waiting: rustc_hash::FxHashMap<u64, Waiting>,
     subscribers: Vec<Subscriber>,
     members: HashMap<u64, GroupMember>,
@@ -339,10 +350,10 @@ impl IoThread {
             if progressed {
                 continue;
             }
-            // Park: announce it, look once more, then sleep in poll.
-            self.parked.store(true, Ordering::SeqCst);
+            // Park: arm the doorbell, look once more, then sleep in poll.
+            self.bell.arm();
             if !self.closing && self.pending.is_none() && !self.rx.is_empty() {
-                self.parked.store(false, Ordering::SeqCst);
+                self.bell.disarm();
                 continue;
             }
             let timeout_ms = if self.stalled
@@ -367,12 +378,10 @@ impl IoThread {
             let mut items = [
                 self.dealer.as_poll_item(dealer_events),
                 self.sub.as_poll_item(sub_events),
-                zmq::PollItem::from_fd(self.doorbell.as_raw_fd(), zmq::POLLIN),
+                zmq::PollItem::from_fd(self.bell.fd(), zmq::POLLIN),
             ];
             let _ = zmq::poll(&mut items, timeout_ms);
-            self.parked.store(false, Ordering::SeqCst);
-            let mut buf = [0u8; 64];
-            while matches!((&self.doorbell).read(&mut buf), Ok(n) if n > 0) {}
+            self.bell.wake();
         }
     }
 

@@ -1,24 +1,22 @@
 //! The replay I/O thread: owns the client's `DEALER` to the broker's replay service.
 //!
 //! Started on first use (a replay, a durable subscription, a gap to heal) and shared by
-//! every subscription of the client. Handles send [`ReplayCommand`]s over a channel and ring
-//! a doorbell; the thread sends requests, and routes what comes back by request id: a
-//! replay's start, batches and end go to that replay's [`ReplayFeed`]; acks answer their
-//! caller.
+//! every subscription of the client. Handles send [`ReplayCommand`]s over a channel and
+//! knock on a [`doorbell`] (every command: this thread never arms it); the thread sends
+//! requests, and routes what comes back by request id: a replay's start, batches and end go
+//! to that replay's [`ReplayFeed`]; acks answer their caller, or time out ([`PendingReplies`]).
 //!
 //! Flow control: a feed grants the broker one more batch (CREDIT) each time its consumer
 //! takes a batch, so at most `credit` batches per replay are ever in flight or buffered.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use agora_wire::bus::{self as protocol, ReplayRequest, ReplayStart};
+use agora_wire::socket::{doorbell, Bell, PendingReplies, Ringer};
 use agora_wire::{Header, Op};
 use tokio::sync::{mpsc, oneshot};
 
@@ -71,36 +69,33 @@ pub(crate) struct ReplayHandle {
 
 struct HandleInner {
     tx: mpsc::UnboundedSender<ReplayCommand>,
-    doorbell: UnixStream,
+    ringer: Ringer,
     next_id: AtomicU64,
 }
 
 impl Drop for HandleInner {
     fn drop(&mut self) {
-        let _ = (&self.doorbell).write(&[0]);
+        self.ringer.knock();
     }
 }
 
 impl ReplayHandle {
     /// Start the thread with its DEALER connected to `endpoint`.
     pub(crate) fn spawn(endpoint: &str, timeout: Duration) -> Result<ReplayHandle> {
-        let ctx = zmq::Context::new();
-        let dealer = ctx.socket(zmq::DEALER)?;
+        // The process's one context (see `zmq_context`).
+        let dealer = crate::io::zmq_context().socket(zmq::DEALER)?;
         dealer.set_linger(0)?;
         dealer.set_rcvhwm(100_000)?;
         dealer.set_sndhwm(100_000)?;
         dealer.connect(endpoint)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let (doorbell, doorbell_rx) = UnixStream::pair()?;
-        doorbell.set_nonblocking(true)?;
-        doorbell_rx.set_nonblocking(true)?;
+        let (ringer, bell) = doorbell()?;
         let mut thread = ReplayThread {
-            _ctx: ctx,
             dealer,
             rx,
-            doorbell: doorbell_rx,
+            bell,
             replays: HashMap::new(),
-            calls: HashMap::new(),
+            calls: PendingReplies::new(),
             timeout,
         };
         std::thread::Builder::new()
@@ -109,7 +104,7 @@ impl ReplayHandle {
         Ok(ReplayHandle {
             inner: Arc::new(HandleInner {
                 tx,
-                doorbell,
+                ringer,
                 next_id: AtomicU64::new(1),
             }),
         })
@@ -117,8 +112,7 @@ impl ReplayHandle {
 
     fn send(&self, cmd: ReplayCommand) -> Result<()> {
         self.inner.tx.send(cmd).map_err(|_| Error::Closed)?;
-        // WouldBlock: the doorbell already holds a wakeup.
-        let _ = (&self.inner.doorbell).write(&[1]);
+        self.inner.ringer.knock();
         Ok(())
     }
 
@@ -192,12 +186,16 @@ struct ActiveReplay {
 }
 
 struct ReplayThread {
-    _ctx: zmq::Context,
     dealer: zmq::Socket,
     rx: mpsc::UnboundedReceiver<ReplayCommand>,
-    doorbell: UnixStream,
+    /// Never armed: handles knock, and a wake drains it after each poll.
+    bell: Bell,
+    /// Replays in progress. Not a [`PendingReplies`]: a replay's deadline moves with every
+    /// message it gets and runs only while the broker owes it something, and one whose
+    /// consumer is gone ends at the next sweep.
     replays: HashMap<u64, ActiveReplay>,
-    calls: HashMap<u64, (oneshot::Sender<Result<()>>, Instant)>,
+    /// Calls waiting for their answer, each until it was sent plus `timeout`.
+    calls: PendingReplies<oneshot::Sender<Result<()>>>,
     timeout: Duration,
 }
 
@@ -215,11 +213,10 @@ impl ReplayThread {
             }
             let mut items = [
                 self.dealer.as_poll_item(zmq::POLLIN),
-                zmq::PollItem::from_fd(self.doorbell.as_raw_fd(), zmq::POLLIN),
+                zmq::PollItem::from_fd(self.bell.fd(), zmq::POLLIN),
             ];
             let _ = zmq::poll(&mut items, 100);
-            let mut buf = [0u8; 64];
-            while matches!((&self.doorbell).read(&mut buf), Ok(n) if n > 0) {}
+            self.bell.wake();
         }
     }
 
@@ -270,7 +267,7 @@ impl ReplayThread {
                     let parts: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
                     match self.send(&parts) {
                         Ok(()) => {
-                            self.calls.insert(id, (reply, Instant::now()));
+                            self.calls.insert(id, Instant::now() + self.timeout, reply);
                         }
                         Err(e) => {
                             let _ = reply.send(Err(e));
@@ -319,7 +316,7 @@ impl ReplayThread {
             };
             let id = header.request_id;
             let op = Op::from_u8(header.op);
-            if let Some((reply, _)) = self.calls.remove(&id) {
+            if let Some(reply) = self.calls.remove(id) {
                 let result = match op {
                     Some(Op::Ok) => Ok(()),
                     Some(Op::Error) => {
@@ -403,19 +400,11 @@ impl ReplayThread {
                 let _ = self.send(&[&header]);
             }
         }
-        let late: Vec<u64> = self
-            .calls
-            .iter()
-            .filter(|(_, (_, sent))| sent.elapsed() >= timeout)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in late {
-            if let Some((reply, _)) = self.calls.remove(&id) {
-                let _ = reply.send(Err(Error::Timeout {
-                    what: "durable subscription request",
-                    timeout,
-                }));
-            }
+        for (_, reply) in self.calls.expired(Instant::now()) {
+            let _ = reply.send(Err(Error::Timeout {
+                what: "durable subscription request",
+                timeout,
+            }));
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The tuple space client's I/O thread: the one owner of its `DEALER` socket to the space.
 //!
-//! [`Space`](crate::Space) handles send [`Cmd`]s over an unbounded channel and ring a doorbell
-//! (a Unix socket pair polled next to the `DEALER`) only when the thread is parked. The
+//! [`Space`](crate::Space) handles send [`Cmd`]s over an unbounded channel and ring a
+//! [`doorbell`] (polled next to the `DEALER`) that writes only when the thread is parked. The
 //! channel is unbounded on purpose: `CANCEL`, `CONFIRM` and `RELEASE` are sent from `Drop`
 //! (which cannot wait) and must never be lost or overtake the request they refer to; every
 //! operation waits for its reply, so the queue is bounded by the caller's own concurrency.
@@ -14,13 +14,12 @@
 //! restarted broker has forgotten them).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use agora_wire::socket::{doorbell, poll_in, Bell, Ringer};
 use agora_wire::space::{decode_header, Reply, Request, Wait, FLAG_NO_REPLY};
 use agora_wire::Op;
 use tokio::sync::{mpsc, oneshot};
@@ -36,39 +35,6 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Monitor events: see libzmq's `ZMQ_EVENT_*`.
 const EVENT_CONNECTED: u16 = 0x0001;
 const EVENT_DISCONNECTED: u16 = 0x0200;
-
-/// `struct pollfd` of poll(2).
-#[repr(C)]
-struct PollFd {
-    fd: RawFd,
-    events: i16,
-    revents: i16,
-}
-
-impl PollFd {
-    /// Waits for `fd` to be readable.
-    fn new(fd: RawFd) -> PollFd {
-        PollFd {
-            fd,
-            events: POLLIN,
-            revents: 0,
-        }
-    }
-
-    /// Readable (or hung up / in error: a read will tell).
-    fn ready(&self) -> bool {
-        self.revents != 0
-    }
-}
-
-/// `nfds_t` of poll(2).
-type NfdsT = std::ffi::c_ulong;
-const POLLIN: i16 = 0x1;
-
-extern "C" {
-    /// poll(2) from the C library (which std links already).
-    fn poll(fds: *mut PollFd, nfds: NfdsT, timeout: i32) -> i32;
-}
 
 /// Counter for unique inproc monitor endpoints within the process.
 static MONITOR_SEQ: AtomicU64 = AtomicU64::new(1);
@@ -108,8 +74,7 @@ pub(crate) struct RawReply {
 /// and the request id counter. Dropping the last one (handles and guards) stops the thread.
 pub(crate) struct Ctl {
     tx: mpsc::UnboundedSender<Cmd>,
-    parked: Arc<AtomicBool>,
-    doorbell: UnixStream,
+    ringer: Ringer,
     next_id: Arc<AtomicU64>,
 }
 
@@ -122,10 +87,7 @@ impl Ctl {
     /// Queue a command and wake the thread if it is parked.
     pub(crate) fn send(&self, cmd: Cmd) -> Result<()> {
         self.tx.send(cmd).map_err(|_| Error::Closed)?;
-        if self.parked.swap(false, Ordering::SeqCst) {
-            // WouldBlock means the doorbell already has bytes in it: the thread will wake.
-            let _ = (&self.doorbell).write(&[1]);
-        }
+        self.ringer.ring();
         Ok(())
     }
 }
@@ -137,7 +99,7 @@ impl Drop for Ctl {
         // wake the thread so it notices and exits.
         let (closed, _) = mpsc::unbounded_channel();
         drop(std::mem::replace(&mut self.tx, closed));
-        let _ = (&self.doorbell).write(&[0]);
+        self.ringer.knock();
     }
 }
 
@@ -167,9 +129,8 @@ impl Drop for Reservation {
 
 /// Start the I/O thread with a `DEALER` connected to the space at `endpoint`.
 pub(crate) fn spawn(endpoint: &str) -> Result<Arc<Ctl>> {
-    // One ZeroMQ context (one libzmq I/O thread) for every space client in the process.
-    static CONTEXT: OnceLock<zmq::Context> = OnceLock::new();
-    let ctx = CONTEXT.get_or_init(zmq::Context::new);
+    // The process's one context, shared with the bus clients' sockets (see `zmq_context`).
+    let ctx = crate::io::zmq_context();
     let dealer = ctx.socket(zmq::DEALER)?;
     // Give CONFIRM/RELEASE/CANCEL queued at shutdown a moment to leave.
     dealer.set_linger(1000)?;
@@ -190,15 +151,11 @@ pub(crate) fn spawn(endpoint: &str) -> Result<Arc<Ctl>> {
     dealer.connect(endpoint)?;
 
     let (tx, rx) = mpsc::unbounded_channel();
-    let (doorbell, doorbell_rx) = UnixStream::pair()?;
-    doorbell.set_nonblocking(true)?;
-    doorbell_rx.set_nonblocking(true)?;
-    let parked = Arc::new(AtomicBool::new(false));
+    let (ringer, bell) = doorbell()?;
     let next_id = Arc::new(AtomicU64::new(1));
     let ctl = Arc::new(Ctl {
         tx,
-        parked: parked.clone(),
-        doorbell,
+        ringer,
         next_id: next_id.clone(),
     });
     let dealer_fd = dealer.get_fd()?;
@@ -208,8 +165,7 @@ pub(crate) fn spawn(endpoint: &str) -> Result<Arc<Ctl>> {
         monitor,
         rx,
         ctl: Arc::downgrade(&ctl),
-        parked,
-        doorbell: doorbell_rx,
+        bell,
         next_id,
         waiting: HashMap::new(),
         blocked: 0,
@@ -241,9 +197,11 @@ struct IoThread {
     monitor: zmq::Socket,
     rx: mpsc::UnboundedReceiver<Cmd>,
     ctl: Weak<Ctl>,
-    parked: Arc<AtomicBool>,
-    doorbell: UnixStream,
+    /// Armed while the thread is parked (or about to be): handles' rings write only then.
+    bell: Bell,
     next_id: Arc<AtomicU64>,
+    /// Callers waiting for their reply. No deadlines here (not a `PendingReplies`): a
+    /// caller's own timer ends its wait, and its dropped future sends `Cancel`.
     waiting: HashMap<u64, Waiter>,
     /// How many of `waiting` are blocking requests (heartbeats run while > 0).
     blocked: usize,
@@ -268,8 +226,8 @@ impl Drop for IoThread {
     fn drop(&mut self) {
         // Stop the monitor before the sockets close. libzmq writes monitor events with a
         // blocking send from its I/O thread: an event for a closing DEALER whose reading PAIR
-        // is already gone would block that thread, and with it every space client sharing
-        // the context.
+        // is already gone would block that thread, and with it every socket of the SDK's
+        // shared context (every client in the process).
         // SAFETY: the DEALER is a live socket owned by this thread; a null address is
         // libzmq's documented way to stop monitoring.
         let rc =
@@ -308,10 +266,10 @@ impl IoThread {
             if progressed && (!self.rx.is_empty() || self.monitor_ready) {
                 continue;
             }
-            // Park: announce it, look once more, then sleep in poll.
-            self.parked.store(true, Ordering::SeqCst);
+            // Park: arm the doorbell, look once more, then sleep in poll.
+            self.bell.arm();
             if !self.rx.is_empty() {
-                self.parked.store(false, Ordering::SeqCst);
+                self.bell.disarm();
                 continue;
             }
             // libzmq's socket fds only signal a change since the socket was last used; a
@@ -325,7 +283,7 @@ impl IoThread {
                 };
                 match self.dealer.get_events() {
                     Ok(ev) if !(ev & want).is_empty() => {
-                        self.parked.store(false, Ordering::SeqCst);
+                        self.bell.disarm();
                         continue;
                     }
                     Ok(_) => self.dealer_settled = true,
@@ -343,27 +301,21 @@ impl IoThread {
             } else {
                 -1
             };
-            // A plain poll(2) on the three fds: `zmq::poll` would add a first non-blocking
-            // pass and a ZMQ_EVENTS query per socket before and after (up to five more
-            // syscalls per wake-up).
-            let mut fds = [
-                PollFd::new(self.dealer_fd),
-                PollFd::new(self.monitor_fd),
-                PollFd::new(self.doorbell.as_raw_fd()),
-            ];
+            // A plain poll(2) on the three fds (see `poll_in`: `zmq::poll` would cost up to
+            // five more syscalls per wake-up).
             let timeout = i32::try_from(timeout_ms).unwrap_or(i32::MAX);
-            // SAFETY: `fds` is a valid, writable array of `pollfd` of the length given, alive
-            // for the duration of the call.
-            let rc = unsafe { poll(fds.as_mut_ptr(), fds.len() as NfdsT, timeout) };
-            self.parked.store(false, Ordering::SeqCst);
             // On a poll error (EINTR), look at everything: one syscall too many at worst.
             // The DEALER is read on every loop turn anyway.
-            self.monitor_ready = rc < 0 || fds[1].ready();
-            if rc < 0 || fds[2].ready() {
-                // One byte per park at most (plus one at shutdown); anything left over wakes
-                // the next poll at once and is read then.
-                let mut buf = [0u8; 64];
-                let _ = (&self.doorbell).read(&mut buf);
+            let [_, monitor, doorbell] =
+                poll_in([self.dealer_fd, self.monitor_fd, self.bell.fd()], timeout)
+                    .unwrap_or([true; 3]);
+            self.monitor_ready = monitor;
+            if doorbell {
+                // One byte per park at most (plus one at shutdown): one read.
+                self.bell.wake();
+            } else {
+                // Woken by the sockets: no read of an empty doorbell.
+                self.bell.disarm();
             }
         }
     }

@@ -18,8 +18,8 @@ use std::time::Instant;
 ///
 /// A ring writes one byte only while the bell is *armed*, so a burst of commands costs one
 /// wake-up, not one per command. The owning thread arms the bell when it is about to sleep,
-/// looks at its queues once more (a command sent before the arm rang nothing), sleeps in poll,
-/// then [`Bell::wake`]s: disarm and drain. A bell that should ring at any time (a server
+/// looks at its queues once more (a command sent before the arm rang nothing; if there is one,
+/// it [`Bell::disarm`]s and carries on), sleeps in poll, then [`Bell::wake`]s: disarm and drain. A bell that should ring at any time (a server
 /// waking for each new batch) is armed again right after each wake.
 pub fn doorbell() -> std::io::Result<(Ringer, Bell)> {
     let (ringer, bell) = UnixStream::pair()?;
@@ -80,12 +80,20 @@ impl Bell {
         self.armed.store(true, Ordering::SeqCst);
     }
 
+    /// The last look at the queues found work: the thread stays up, so rings need not
+    /// write (one that already did left a byte, which the next poll sees at once).
+    pub fn disarm(&self) {
+        self.armed.store(false, Ordering::SeqCst);
+    }
+
     /// After poll returned: disarm and read every byte waiting, so the next poll sleeps
     /// until a new ring.
     pub fn wake(&self) {
         self.armed.store(false, Ordering::SeqCst);
         let mut buf = [0u8; 64];
-        while matches!((&self.stream).read(&mut buf), Ok(n) if n > 0) {}
+        // A read that does not fill the buffer emptied the stream: no second read (an
+        // EAGAIN syscall) to learn it.
+        while matches!((&self.stream).read(&mut buf), Ok(n) if n == buf.len()) {}
     }
 
     /// Whether a ring came since the bell was last armed (its byte may still be unread):
@@ -157,7 +165,7 @@ impl ReplyAddress {
     /// Split the address off a received request: the identity, then an empty delimiter if
     /// the next frame is empty (a header is never empty). The frames after them may be none
     /// (a malformed request, answered at that address). `None` if there is no frame at all.
-    pub fn split<'a, T: AsRef<[u8]>>(frames: &'a [T]) -> Option<(ReplyAddress, &'a [T])> {
+    pub fn split<T: AsRef<[u8]>>(frames: &[T]) -> Option<(ReplyAddress, &[T])> {
         let (identity, rest) = frames.split_first()?;
         let delimited = rest.first().is_some_and(|f| f.as_ref().is_empty());
         let rest = if delimited { &rest[1..] } else { rest };
@@ -338,6 +346,15 @@ mod tests {
         ringer.knock();
         assert!(readable(&bell), "a knock needs no arm");
         bell.wake();
+        bell.arm();
+        bell.disarm();
+        ringer.ring();
+        assert!(!readable(&bell), "disarmed: no byte");
+        for _ in 0..200 {
+            ringer.knock();
+        }
+        bell.wake();
+        assert!(!readable(&bell), "a wake reads past a full buffer");
         assert!(!bell.is_orphaned());
         drop(ringer);
         assert!(bell.is_orphaned());
