@@ -51,6 +51,12 @@ impl Default for ClientOptions {
 }
 
 pub(crate) struct ClientInner {
+    /// The ZeroMQ context of this client's sockets, shared by its three threads (bus, space,
+    /// replay): one I/O thread for the lot instead of one each, and libzmq's limit of 1023
+    /// sockets per context counts one client's handful, so a process may hold as many
+    /// clients as it likes. Terminated when the last of them lets go (see
+    /// `io::spawn_socket_thread`).
+    pub(crate) ctx: zmq::Context,
     pub(crate) io: IoHandle,
     pub(crate) hello: Hello,
     pub(crate) endpoint: String,
@@ -115,7 +121,8 @@ impl Client {
                 ),
             });
         }
-        let (io, events_tx) = io::spawn(endpoint, options.request_timeout)?;
+        let ctx = zmq::Context::new();
+        let (io, events_tx) = io::spawn(&ctx, endpoint, options.request_timeout)?;
         let hello_req = io::request(&io, Op::Hello, 0, 0, Vec::new());
         let frames = match tokio::time::timeout(options.connect_timeout, hello_req).await {
             // The tuple space's endpoint (or another service's) speaks another protocol.
@@ -144,6 +151,7 @@ impl Client {
         let _ = events_tx.send(hello.events.clone());
         Ok(Client {
             inner: Arc::new(ClientInner {
+                ctx,
                 io,
                 hello,
                 endpoint: endpoint.to_string(),
@@ -194,8 +202,11 @@ impl Client {
                 endpoint: self.inner.endpoint.clone(),
             })?;
         let endpoint = crate::space::resolve_endpoint(advertised, &self.inner.endpoint);
-        let space =
-            crate::space::Space::connect_with(&endpoint, self.inner.options.request_timeout)?;
+        let space = crate::space::Space::connect_in(
+            &self.inner.ctx,
+            &endpoint,
+            self.inner.options.request_timeout,
+        )?;
         // Two racing first calls: one handle wins, the other is dropped (its thread ends).
         Ok(self.inner.space.get_or_init(|| space).clone())
     }
@@ -676,8 +687,11 @@ impl ClientInner {
                 endpoint: self.endpoint.clone(),
             })?;
         let endpoint = crate::space::resolve_endpoint(advertised, &self.endpoint);
-        let handle =
-            crate::replay_io::ReplayHandle::spawn(&endpoint, self.options.request_timeout)?;
+        let handle = crate::replay_io::ReplayHandle::spawn(
+            &self.ctx,
+            &endpoint,
+            self.options.request_timeout,
+        )?;
         // Two racing first calls: one handle wins, the other's thread ends when dropped.
         Ok(self.replay.get_or_init(|| handle).clone())
     }

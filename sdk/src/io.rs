@@ -5,11 +5,11 @@
 //! `zmq::poll`. The thread writes requests to the DEALER, matches replies to waiting callers
 //! by request id, reads events from the SUB and hands them to subscriptions in batches.
 //!
-//! Also the one ZeroMQ context of the SDK's sockets ([`zmq_context`]), shared with the tuple
-//! space's and the replay service's threads.
+//! Also [`spawn_socket_thread`], how each of a client's three socket threads (this one, the
+//! tuple space's, the replay service's) is started in the client's one ZeroMQ context.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agora_wire::bus::{self as protocol, EventLayout, HEADER_LEN, SYNC_TOPIC_PREFIX};
@@ -27,18 +27,25 @@ const COMMAND_BATCH: usize = 1024;
 /// Messages of ZeroMQ's size limit for inline (no allocation) messages.
 const ZMQ_VSM: usize = 33;
 
-/// The ZeroMQ context every socket of the SDK is made in (bus, tuple space, replay, of every
-/// client): one per process, as libzmq recommends. A context per client would start an I/O
-/// thread and a reaper thread per client; one shared context serves them all with one of
-/// each (libzmq's rule of thumb is an I/O thread per gigabyte a second), and its limit of
-/// 1023 sockets counts the whole process's (a client takes two, its space three, its replay
-/// one). Dropping a client still closes its connections at once: closing a socket does not
-/// wait for its context, libzmq's reaper sends what is queued for at most the socket's
-/// linger (set on each socket below) and closes the connection, as a client's own context
-/// did when it was terminated. Never terminated itself (a static is not dropped).
-pub(crate) fn zmq_context() -> &'static zmq::Context {
-    static CONTEXT: OnceLock<zmq::Context> = OnceLock::new();
-    CONTEXT.get_or_init(zmq::Context::new)
+/// Run `worker` on a new thread named `name`, then close its sockets, then let go of its
+/// clone of their context, in that order: the last clone of a context to go waits
+/// (`zmq_ctx_term`) until every socket made in it is closed, so a context dropped before its
+/// own thread's sockets would wait forever.
+pub(crate) fn spawn_socket_thread<W: Send + 'static>(
+    name: &str,
+    ctx: &zmq::Context,
+    mut worker: W,
+    run: fn(&mut W),
+) -> std::io::Result<()> {
+    let ctx = ctx.clone();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            run(&mut worker);
+            drop(worker);
+            drop(ctx);
+        })
+        .map(drop)
 }
 
 /// A received event frame: the ZeroMQ message itself when only one subscription wants it, a
@@ -213,10 +220,10 @@ struct PendingSync {
 /// Start the I/O thread with sockets connected to the broker's request endpoint; the events
 /// socket connects once the returned sender gives it the events endpoint (after HELLO).
 pub(crate) fn spawn(
+    ctx: &zmq::Context,
     endpoint: &str,
     request_timeout: Duration,
 ) -> Result<(IoHandle, oneshot::Sender<String>)> {
-    let ctx = zmq_context();
     let dealer = ctx.socket(zmq::DEALER)?;
     dealer.set_linger(1000)?;
     dealer.set_sndhwm(10_000)?;
@@ -230,7 +237,7 @@ pub(crate) fn spawn(
     let (ringer, bell) = doorbell()?;
     let async_error = Arc::new(Mutex::new(None));
     let (events_tx, events_rx) = oneshot::channel::<String>();
-    let mut io = IoThread {
+    let io = IoThread {
         dealer,
         sub,
         sub_connected: false,
@@ -249,9 +256,7 @@ pub(crate) fn spawn(
         request_timeout,
         closing: false,
     };
-    std::thread::Builder::new()
-        .name("agora-io".into())
-        .spawn(move || io.run())?;
+    spawn_socket_thread("agora-io", ctx, io, IoThread::run)?;
     Ok((
         IoHandle {
             tx,

@@ -81,16 +81,19 @@ impl Drop for HandleInner {
 
 impl ReplayHandle {
     /// Start the thread with its DEALER connected to `endpoint`.
-    pub(crate) fn spawn(endpoint: &str, timeout: Duration) -> Result<ReplayHandle> {
-        // The process's one context (see `zmq_context`).
-        let dealer = crate::io::zmq_context().socket(zmq::DEALER)?;
+    pub(crate) fn spawn(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        timeout: Duration,
+    ) -> Result<ReplayHandle> {
+        let dealer = ctx.socket(zmq::DEALER)?;
         dealer.set_linger(0)?;
         dealer.set_rcvhwm(100_000)?;
         dealer.set_sndhwm(100_000)?;
         dealer.connect(endpoint)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (ringer, bell) = doorbell()?;
-        let mut thread = ReplayThread {
+        let thread = ReplayThread {
             dealer,
             rx,
             bell,
@@ -98,9 +101,7 @@ impl ReplayHandle {
             calls: PendingReplies::new(),
             timeout,
         };
-        std::thread::Builder::new()
-            .name("agora-replay-io".into())
-            .spawn(move || thread.run())?;
+        crate::io::spawn_socket_thread("agora-replay-io", ctx, thread, ReplayThread::run)?;
         Ok(ReplayHandle {
             inner: Arc::new(HandleInner {
                 tx,

@@ -92,7 +92,17 @@ impl Space {
 
     /// [`Space::connect`] with a limit on how long non-blocking requests wait for a reply.
     pub fn connect_with(endpoint: &str, request_timeout: Duration) -> Result<Space> {
-        let ctl = space_io::spawn(endpoint)?;
+        Space::connect_in(&zmq::Context::new(), endpoint, request_timeout)
+    }
+
+    /// [`Space::connect_with`], its socket made in `ctx` (a client's, shared with its bus
+    /// and replay sockets).
+    pub(crate) fn connect_in(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        request_timeout: Duration,
+    ) -> Result<Space> {
+        let ctl = space_io::spawn(ctx, endpoint)?;
         Ok(Space {
             inner: Arc::new(Inner {
                 ctl,

@@ -128,9 +128,7 @@ impl Drop for Reservation {
 }
 
 /// Start the I/O thread with a `DEALER` connected to the space at `endpoint`.
-pub(crate) fn spawn(endpoint: &str) -> Result<Arc<Ctl>> {
-    // The process's one context, shared with the bus clients' sockets (see `zmq_context`).
-    let ctx = crate::io::zmq_context();
+pub(crate) fn spawn(ctx: &zmq::Context, endpoint: &str) -> Result<Arc<Ctl>> {
     let dealer = ctx.socket(zmq::DEALER)?;
     // Give CONFIRM/RELEASE/CANCEL queued at shutdown a moment to leave.
     dealer.set_linger(1000)?;
@@ -160,7 +158,7 @@ pub(crate) fn spawn(endpoint: &str) -> Result<Arc<Ctl>> {
     });
     let dealer_fd = dealer.get_fd()?;
     let monitor_fd = monitor.get_fd()?;
-    let mut io = IoThread {
+    let io = IoThread {
         dealer,
         monitor,
         rx,
@@ -178,9 +176,7 @@ pub(crate) fn spawn(endpoint: &str) -> Result<Arc<Ctl>> {
         monitor_fd,
         dealer_settled: false,
     };
-    std::thread::Builder::new()
-        .name("agora-space-io".into())
-        .spawn(move || io.run())?;
+    crate::io::spawn_socket_thread("agora-space-io", ctx, io, IoThread::run)?;
     Ok(ctl)
 }
 
