@@ -249,6 +249,16 @@ impl<T> PendingReplies<T> {
         let v = self.entries.remove(&id).map(|(_, v)| v);
         if self.entries.is_empty() {
             self.deadlines.clear();
+        } else if self.deadlines.len() > 2 * self.entries.len() + 64 {
+            // Answered entries leave their deadlines behind until those reach the top; one
+            // long wait would keep every deadline pushed meanwhile. Rebuild from the live
+            // ones once stale ones outnumber them (amortised: at least as many removes as
+            // entries rebuilt).
+            self.deadlines = self
+                .entries
+                .iter()
+                .filter_map(|(id, (at, _))| at.map(|at| std::cmp::Reverse((at, *id))))
+                .collect();
         }
         v
     }
@@ -390,6 +400,23 @@ mod tests {
         assert!(addr.delimited);
         assert!(rest.is_empty());
         assert!(ReplyAddress::split::<&[u8]>(&[]).is_none());
+    }
+
+    #[test]
+    fn answered_deadlines_do_not_pile_up_behind_a_long_wait() {
+        let t0 = Instant::now();
+        let mut p = PendingReplies::new();
+        p.insert(0, t0 + Duration::from_secs(3600), ());
+        for id in 1..10_000 {
+            p.insert(id, t0 + Duration::from_secs(1), ());
+            p.remove(id);
+        }
+        assert!(
+            p.deadlines.len() <= 2 * p.len() + 65,
+            "{}",
+            p.deadlines.len()
+        );
+        assert_eq!(p.next_deadline(), Some(t0 + Duration::from_secs(3600)));
     }
 
     #[test]
