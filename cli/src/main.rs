@@ -1,6 +1,13 @@
 //! `agora`: the terminal tool. Publish, subscribe, watch stats, and use the tuple space.
 //!
 //! Exit codes: 0 ok, 1 nothing matched or a timeout passed, 2 error (one line on stderr).
+//!
+//! # Layout
+//!
+//! * `main.rs`: the command line (clap), connecting, exit codes.
+//! * `bus.rs`: `pub`, `sub` (live, replayed, durable), `stats`.
+//! * `space.rs`: `space out|in|rd|inp|rdp|count|dump`.
+//! * `json.rs`: events between JSON and CBOR (`--format json`, JSON Lines).
 
 mod bus;
 mod json;

@@ -1,7 +1,9 @@
 //! # agora
 //!
 //! The Agora client SDK (async, tokio): publish typed events, subscribe with topic filters,
-//! and coordinate through the tuple space. The `agora` terminal tool is built on it.
+//! and coordinate through the tuple space. Frames are crate `agora-wire`'s, the tuple model
+//! crate `agora-tuplespace`'s; the SDK carries no server or CLI dependencies. The `agora`
+//! terminal tool (crate `agora-cli`) is built on it.
 //!
 //! # Layout
 //!
@@ -17,8 +19,9 @@
 //!   heartbeats).
 //! * replay_io.rs: the thread that owns the socket to the broker's replay service (replays
 //!   with credit-based flow control, durable acks), started on first use.
-//! * io.rs: the one thread that owns the client's ZeroMQ sockets; handles talk to it over a
-//!   channel.
+//! * io.rs: the thread that owns the client's bus sockets (request DEALER, events SUB);
+//!   handles talk to it over a channel. The three threads share the client's one ZeroMQ
+//!   context and the pieces of `agora_wire::socket` (doorbell, poll, pending replies).
 //! * [`Error`] (error.rs): one enum for every failure, to match on.
 //!
 //! # Example
