@@ -45,7 +45,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use agora_storage::log::{DEFAULT_MAX_RECORD_BYTES, DEFAULT_PRODUCER_TTL, DEFAULT_SEGMENT_BYTES};
-use agora_storage::FsyncPolicy;
+use agora_storage::log::{EventLog, LogOptions};
+use agora_storage::{EventStore, FsyncPolicy};
 use agora_wire::bus::{DEFAULT_ENDPOINT, DEFAULT_MAX_PAYLOAD};
 use agora_wire::socket::{self, Ringer};
 
@@ -206,16 +207,16 @@ pub struct Bus {
 /// A bus whose log is open and whose sockets are bound, not yet serving: what
 /// [`Bus::bind`] returns, so the caller can start what the bus advertises (the space) before
 /// clients are served, and learn the real endpoints. [`BoundBus::start`] starts it.
-pub struct BoundBus {
+pub struct BoundBus<S: EventStore = EventLog> {
     ctx: zmq::Context,
-    dispatcher: dispatcher::Dispatcher,
-    replay: replay::ReplayService,
+    dispatcher: dispatcher::Dispatcher<S>,
+    replay: replay::ReplayService<S::Reader, S::Cache>,
     replay_endpoint: String,
     doorbell: Ringer,
     replay_doorbell: Ringer,
 }
 
-impl BoundBus {
+impl<S: EventStore + 'static> BoundBus<S> {
     /// The request endpoint, with the real port.
     pub fn endpoint(&self) -> &str {
         &self.dispatcher.endpoint
@@ -272,11 +273,41 @@ impl BoundBus {
 }
 
 impl Bus {
-    /// Open the log (`<data_dir>/log`, which must be creatable) and bind the sockets in
-    /// `ctx`; [`BoundBus::start`] then serves.
+    /// Open the embedded event log (`<data_dir>/log`, created if missing) and bind the
+    /// sockets in `ctx`; [`BoundBus::start`] then serves.
     pub fn bind(ctx: &zmq::Context, config: &BusConfig) -> Result<BoundBus, BusError> {
+        let log_dir = config.data_dir.join("log");
+        let (log, recovery) = EventLog::open(
+            &log_dir,
+            LogOptions {
+                segment_bytes: config.segment_bytes,
+                retention_bytes: config.retention_bytes,
+                retention_age: config.retention_age,
+                fsync: config.fsync,
+                producer_ttl: config.producer_ttl,
+                ..LogOptions::default()
+            },
+        )?;
+        // (A truncation in recovery was logged by the log, with where the bytes went.)
+        tracing::info!(
+            dir = %log_dir.display(),
+            first_offset = recovery.first_offset,
+            next_offset = recovery.next_offset,
+            topics = recovery.last_seq_by_topic.len(),
+            "event log open"
+        );
+        Bus::bind_with(ctx, config, log)
+    }
+
+    /// [`Bus::bind`] on an event store already open: the embedded log or another backend
+    /// (see `agora_storage::boundary`). The durable cursors stay in `<data_dir>`.
+    pub fn bind_with<S: EventStore + 'static>(
+        ctx: &zmq::Context,
+        config: &BusConfig,
+        log: S,
+    ) -> Result<BoundBus<S>, BusError> {
         let (doorbell, doorbell_rx) = socket::doorbell()?;
-        let mut dispatcher = dispatcher::Dispatcher::bind(ctx, config, doorbell_rx)?;
+        let mut dispatcher = dispatcher::Dispatcher::bind(ctx, config, doorbell_rx, log)?;
         let seed = dispatcher
             .replay_seed
             .take()

@@ -132,6 +132,45 @@ pub trait EventStore: Send {
 
     /// The last-value cache, shared with the store, which keeps it current at each flush.
     fn last_value_cache(&self) -> Self::Cache;
+
+    /// What follows this store's flushed and durable offsets from other threads and makes
+    /// its commits durable in the background.
+    type Durability: Durability<Error = Self::Error>;
+
+    /// A handle on this store's durability, for the thread that answers confirms.
+    fn durability(&self) -> Self::Durability;
+
+    /// The largest record [`append`](Self::append) takes (topic, payload and the store's
+    /// own header), in bytes.
+    fn max_record_bytes(&self) -> usize;
+}
+
+/// Follows what an [`EventStore`] has made visible and durable, from a thread other than its
+/// writer's (the broker's dispatcher, which answers confirms), and runs whatever makes
+/// commits durable in the background (the embedded log: a syncer thread that fsyncs per the
+/// [`FsyncPolicy`](crate::FsyncPolicy)).
+pub trait Durability: Send + 'static {
+    /// The store's error.
+    type Error: StoreError;
+
+    /// One past the last record flushed: visible to readers.
+    fn flushed_offset(&self) -> u64;
+
+    /// One past the last durable record: a confirm for any offset below it may be sent.
+    fn durable_offset(&self) -> u64;
+
+    /// Start making commits durable in the background, calling `on_durable` with the new
+    /// durable offset each time it moves. `None` when nothing runs in the background (the
+    /// policy never syncs; the writer then says what is durable).
+    fn start(
+        &self,
+        policy: crate::FsyncPolicy,
+        on_durable: Box<dyn FnMut(u64) + Send>,
+    ) -> Option<std::thread::JoinHandle<Result<(), Self::Error>>>;
+
+    /// Stop the background work once the writer has committed its last records (what was
+    /// committed by then is made durable first).
+    fn close(&self);
 }
 
 /// Reads the event log for replays, on any thread, while the writer appends.

@@ -4,14 +4,13 @@
 //! (segmented, checksummed, group commit), the durable subscriptions' cursors, the tuple
 //! space's write-ahead log and snapshots, one fsync policy, the data directory's lock, and
 //! recovery's quarantine. The traits of [`boundary`] say what the broker needs of its
-//! storage; these files implement them, and a second backend can too. The bus's log writer
-//! and replay service use the log only through them; the dispatcher still opens the
-//! embedded log itself and follows its flushed and durable offsets through its
-//! [`Syncer`](log::Syncer), which no trait covers yet.
+//! storage; these files implement them, and a second backend can too: the bus's threads use
+//! the log only through them, and the embedded log is chosen in one place (`Bus::bind`).
 //!
 //! # Layout
 //!
-//! * [`boundary`]: the storage boundary: [`EventStore`] (the log's writer), [`EventReader`]
+//! * [`boundary`]: the storage boundary: [`EventStore`] (the log's writer), [`Durability`]
+//!   (its flushed and durable offsets, followed from the dispatcher), [`EventReader`]
 //!   (replays), [`LastValueCache`], [`CursorStore`], [`SpaceJournal`] (the space's), each
 //!   with the promises an implementation keeps.
 //! * [`log`]: the event log (docs/LOG.md): [`EventLog`](log::EventLog) appends and commits,
@@ -37,6 +36,7 @@ pub mod quarantine;
 pub mod space;
 
 pub use boundary::{
-    CursorStore, EventReader, EventStore, LastValueCache, ResumeState, SpaceJournal, StoreError,
+    CursorStore, Durability, EventReader, EventStore, LastValueCache, ResumeState, SpaceJournal,
+    StoreError,
 };
 pub use fsync::{FsyncPolicy, ParseFsyncPolicyError};

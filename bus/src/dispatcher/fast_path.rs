@@ -84,7 +84,7 @@ struct ReplyLater {
     request_id: u64,
 }
 
-impl Dispatcher {
+impl<S: agora_storage::EventStore + 'static> Dispatcher<S> {
     /// Check, stamp, log, forward. `inline` is the publish frame after its header.
     ///
     /// `frame_index` is the publish frame's index among the request's frames: a

@@ -38,7 +38,8 @@ use crate::frame::Frame;
 use crate::log_writer::{LogBatch, LogWriter};
 use crate::space_events::SpaceEvents;
 use crate::{send_routed, sibling_endpoint, BusConfig, BusError};
-use agora_storage::log::{EventLog, FsyncPolicy, LogOptions, Syncer};
+use agora_storage::log::{EventLog, FsyncPolicy};
+use agora_storage::{Durability, EventStore};
 use agora_wire::bus::{
     self as protocol, ContentType, ErrorCode, Header, Hello, Meta, Op, ProtocolError, KIND_BEACON,
     KIND_EVENT, STATS_TOPIC, UNLOGGED_OFFSET, VERSION,
@@ -75,35 +76,35 @@ struct ReplyTo<'a> {
 }
 
 /// What the replay service needs from the log the dispatcher opened.
-pub(crate) struct ReplaySeed {
-    pub(crate) reader: agora_storage::log::LogReader,
-    pub(crate) last_offsets: agora_storage::log::LastOffsets,
+pub(crate) struct ReplaySeed<S: EventStore> {
+    pub(crate) reader: S::Reader,
+    pub(crate) last_offsets: S::Cache,
     /// One past the last event handed to the log (see [`Dispatcher::committed_end`]).
     pub(crate) committed_end: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-pub(crate) struct Dispatcher {
+pub(crate) struct Dispatcher<S: EventStore = EventLog> {
     pub(crate) endpoint: String,
     pub(crate) events_endpoint: String,
     pub(crate) space_endpoint: Option<String>,
     /// The replay service's endpoint, advertised in HELLO.
     pub(crate) replay_endpoint: Option<String>,
     /// What the replay service starts from, taken by [`Bus::bind`](crate::Bus::bind).
-    pub(crate) replay_seed: Option<ReplaySeed>,
+    pub(crate) replay_seed: Option<ReplaySeed<S>>,
     config: BusConfig,
     router: zmq::Socket,
     egress: Egress,
     doorbell: Bell,
 
     /// The log, on its writer thread; `log_batch` holds what goes to it at the next commit.
-    log: LogWriter,
+    log: LogWriter<S>,
     log_batch: LogBatch,
     max_record_bytes: usize,
     /// The log's flushed and durable offsets.
-    syncer: Syncer,
+    syncer: S::Durability,
     /// Rung by the log's syncer thread when more of the log is durable.
     durable_bell: Bell,
-    syncer_thread: Option<std::thread::JoinHandle<Result<(), agora_storage::log::LogError>>>,
+    syncer_thread: Option<std::thread::JoinHandle<Result<(), S::Error>>>,
     confirms: Confirms,
     pub(crate) space_events: Option<SpaceEvents>,
     groups: QueueGroups,
@@ -182,13 +183,14 @@ fn now_ns() -> u64 {
     u64::try_from(ts.tv_sec).map_or(0, |s| s * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
-impl Dispatcher {
+impl<S: EventStore + 'static> Dispatcher<S> {
     /// Create and bind the sockets.
     pub(crate) fn bind(
         ctx: &zmq::Context,
         config: &BusConfig,
         doorbell: Bell,
-    ) -> Result<Dispatcher, BusError> {
+        log: S,
+    ) -> Result<Dispatcher<S>, BusError> {
         let router = ctx.socket(zmq::ROUTER)?;
         // Unroutable sends fail (EHOSTUNREACH) instead of vanishing: a queue group learns
         // that a member is gone and gives the event to another.
@@ -209,26 +211,7 @@ impl Dispatcher {
         };
         let events_endpoint = bind(&xpub, "events", &events_want)?;
 
-        let log_dir = config.data_dir.join("log");
-        let (log, recovery) = EventLog::open(
-            &log_dir,
-            LogOptions {
-                segment_bytes: config.segment_bytes,
-                retention_bytes: config.retention_bytes,
-                retention_age: config.retention_age,
-                fsync: config.fsync,
-                producer_ttl: config.producer_ttl,
-                ..LogOptions::default()
-            },
-        )?;
-        // (A truncation in recovery was logged by the log, with where the bytes went.)
-        tracing::info!(
-            dir = %log_dir.display(),
-            first_offset = recovery.first_offset,
-            next_offset = recovery.next_offset,
-            topics = recovery.last_seq_by_topic.len(),
-            "event log open"
-        );
+        let recovery = log.resume_state();
         let mut topic_index = FxHashMap::default();
         let mut topics = Vec::with_capacity(recovery.last_seq_by_topic.len());
         for (name, seq) in &recovery.last_seq_by_topic {
@@ -246,20 +229,23 @@ impl Dispatcher {
         let (bell_writer, durable_bell) = agora_wire::socket::doorbell()?;
         // Under fsync `never` there is no syncer thread: the log writer rings instead.
         let writer_bell = bell_writer.clone();
-        let syncer = log.syncer();
-        let syncer_thread = syncer.spawn(config.fsync, move |_durable| {
-            // A full socket means a wakeup is already pending.
-            bell_writer.knock();
-        });
+        let syncer = log.durability();
+        let syncer_thread = syncer.start(
+            config.fsync,
+            Box::new(move |_durable| {
+                // A full socket means a wakeup is already pending.
+                bell_writer.knock();
+            }),
+        );
 
         let committed_end =
             std::sync::Arc::new(std::sync::atomic::AtomicU64::new(recovery.next_offset));
         let replay_seed = ReplaySeed {
             reader: log.reader(),
-            last_offsets: log.last_offsets(),
+            last_offsets: log.last_value_cache(),
             committed_end: committed_end.clone(),
         };
-        let max_record_bytes = log.options().max_record_bytes;
+        let max_record_bytes = log.max_record_bytes();
         let log = LogWriter::spawn(log, move || {
             writer_bell.knock();
         })?;

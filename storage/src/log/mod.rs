@@ -1057,6 +1057,40 @@ impl EventStore for EventLog {
     fn last_value_cache(&self) -> LastOffsets {
         self.last_offsets()
     }
+
+    type Durability = Syncer;
+
+    fn durability(&self) -> Syncer {
+        self.syncer()
+    }
+
+    fn max_record_bytes(&self) -> usize {
+        self.options().max_record_bytes
+    }
+}
+
+impl crate::boundary::Durability for Syncer {
+    type Error = LogError;
+
+    fn flushed_offset(&self) -> u64 {
+        Syncer::flushed_offset(self)
+    }
+
+    fn durable_offset(&self) -> u64 {
+        Syncer::durable_offset(self)
+    }
+
+    fn start(
+        &self,
+        policy: FsyncPolicy,
+        on_durable: Box<dyn FnMut(u64) + Send>,
+    ) -> Option<std::thread::JoinHandle<Result<(), LogError>>> {
+        self.spawn(policy, on_durable)
+    }
+
+    fn close(&self) {
+        Syncer::close(self)
+    }
 }
 
 impl StoreError for LogError {
