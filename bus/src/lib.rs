@@ -44,8 +44,8 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use agora_storage::log::{DEFAULT_MAX_RECORD_BYTES, DEFAULT_PRODUCER_TTL, DEFAULT_SEGMENT_BYTES};
 use agora_storage::log::{EventLog, LogOptions};
+use agora_storage::log::{DEFAULT_MAX_RECORD_BYTES, DEFAULT_PRODUCER_TTL, DEFAULT_SEGMENT_BYTES};
 use agora_storage::{EventStore, FsyncPolicy};
 use agora_wire::bus::{DEFAULT_ENDPOINT, DEFAULT_MAX_PAYLOAD};
 use agora_wire::socket::{self, Ringer};
