@@ -7,9 +7,9 @@
 //!
 //! # Layout
 //!
-//! * [`BrokerConfig`]: every setting, flat, with defaults that need no flags, and the
-//!   refusals of settings the broker cannot keep its promises with
-//!   ([`BrokerConfig::validate`]).
+//! * [`BrokerConfig`]: every setting (the bus's [`BusConfig`] and the space's), with defaults
+//!   that need no flags, and the refusals of settings the broker cannot keep its promises
+//!   with ([`BrokerConfig::validate`]).
 //! * [`Broker`]: composition. [`Broker::start`] creates the data dir,
 //!   opens the bus's log (`<data>/log`) and binds its sockets, loads the space from
 //!   `<data>/space` and starts its server, then starts the bus with the space's events linked
@@ -31,53 +31,26 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_bus::{sibling_endpoint, Bus, BusConfig, BusError, SpaceEvents, SpaceLink};
+use agora_bus::{sibling_endpoint, Bus, BusError, SpaceEvents, SpaceLink};
 use agora_storage::space::{open_space, PersistOptions};
 use agora_storage::FsyncPolicy;
 use agora_tuplespace::{ServerConfig, Space, SpaceEvent, SpaceServer};
 
-pub use agora_bus::{CURSORS_FILE, MIN_SEGMENT_BYTES};
+pub use agora_bus::{BusConfig, CURSORS_FILE, MIN_SEGMENT_BYTES};
 pub use agora_wire::bus::DEFAULT_ENDPOINT;
 
 /// Everything the broker can be told; [`BrokerConfig::default`] needs nothing else.
+///
+/// The bus's settings are a [`BusConfig`] inside it, reached through it as if they were its
+/// own (`config.fsync`, `config.listen`: `Deref` to the bus's part), and the space's are
+/// beside them.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
-    /// The request endpoint (ROUTER): the one address clients need.
-    pub listen: String,
-    /// The events endpoint (XPUB). `None`: same host as `listen`, port + 1 (or `*` when
-    /// `listen` uses `*`).
-    pub events: Option<String>,
+    /// The event bus: endpoints (`listen`, `events`, `replay`), the data dir, limits, the
+    /// log's fsync, segments and retention.
+    pub bus: BusConfig,
     /// The tuple space endpoint (ROUTER). `None`: same host as `listen`, port + 2 (or `*`).
     pub space: Option<String>,
-    /// The replay service endpoint (ROUTER): replays, durable subscriptions, gap healing.
-    /// `None`: same host as `listen`, port + 3 (or `*`).
-    pub replay: Option<String>,
-    /// Where the broker keeps its state (created if missing): `log/`, `space/`, cursors.
-    pub data_dir: PathBuf,
-    /// Largest payload accepted, in bytes.
-    pub max_payload: usize,
-    /// How often statistics are published on `$sys.stats`.
-    pub stats_interval: Duration,
-    /// How long a subscriber whose queue is full may hold up delivery (back-pressure on
-    /// publishers) before the broker sends past it and that subscriber misses events.
-    pub slow_consumer_timeout: Duration,
-    /// Per-subscriber queue bound on the events socket (ZMQ_SNDHWM), in messages.
-    pub events_hwm: i32,
-    /// Per-client queue bound on the request socket (ZMQ_RCVHWM), in messages. A full
-    /// queue stops the broker reading that client's connection (back-pressure, no loss).
-    pub requests_hwm: i32,
-    /// When the event log is forced to disk (`always`, `every 5ms`: group commit, `never`).
-    /// A confirmed publish is answered only after the fsync that covers it.
-    pub fsync: FsyncPolicy,
-    /// Event log segment size, in bytes.
-    pub segment_bytes: u64,
-    /// Keep at most this many bytes of events (oldest segments are removed first).
-    pub retention_bytes: Option<u64>,
-    /// Remove segments whose newest event is older than this.
-    pub retention_age: Option<Duration>,
-    /// How long the broker remembers a producer (the id and sequence a confirmed publish
-    /// carries, to drop retries) after its last publish.
-    pub producer_ttl: Duration,
     /// Serve the tuple space (on `space`, persisted under `<data_dir>/space`).
     pub serve_space: bool,
     /// When the space's write-ahead log is forced to disk.
@@ -92,25 +65,24 @@ pub struct BrokerConfig {
     pub space_spin: Duration,
 }
 
+impl std::ops::Deref for BrokerConfig {
+    type Target = BusConfig;
+    fn deref(&self) -> &BusConfig {
+        &self.bus
+    }
+}
+
+impl std::ops::DerefMut for BrokerConfig {
+    fn deref_mut(&mut self) -> &mut BusConfig {
+        &mut self.bus
+    }
+}
+
 impl Default for BrokerConfig {
     fn default() -> Self {
-        let bus = BusConfig::default();
         BrokerConfig {
-            listen: bus.listen,
-            events: bus.events,
+            bus: BusConfig::default(),
             space: None,
-            replay: bus.replay,
-            data_dir: bus.data_dir,
-            max_payload: bus.max_payload,
-            stats_interval: bus.stats_interval,
-            slow_consumer_timeout: bus.slow_consumer_timeout,
-            events_hwm: bus.events_hwm,
-            requests_hwm: bus.requests_hwm,
-            fsync: bus.fsync,
-            segment_bytes: bus.segment_bytes,
-            retention_bytes: bus.retention_bytes,
-            retention_age: bus.retention_age,
-            producer_ttl: bus.producer_ttl,
             serve_space: true,
             space_fsync: FsyncPolicy::Every(Duration::from_millis(5)),
             reservation_lease: Duration::from_secs(5),
@@ -127,32 +99,12 @@ impl BrokerConfig {
     /// header besides the payload).
     pub const MAX_PAYLOAD_LIMIT: usize = BusConfig::MAX_PAYLOAD_LIMIT;
 
-    /// The bus's part of these settings.
-    pub fn bus(&self) -> BusConfig {
-        BusConfig {
-            listen: self.listen.clone(),
-            events: self.events.clone(),
-            replay: self.replay.clone(),
-            data_dir: self.data_dir.clone(),
-            max_payload: self.max_payload,
-            stats_interval: self.stats_interval,
-            slow_consumer_timeout: self.slow_consumer_timeout,
-            events_hwm: self.events_hwm,
-            requests_hwm: self.requests_hwm,
-            fsync: self.fsync,
-            segment_bytes: self.segment_bytes,
-            retention_bytes: self.retention_bytes,
-            retention_age: self.retention_age,
-            producer_ttl: self.producer_ttl,
-        }
-    }
-
     /// Refuse settings a broker cannot keep its promises with (each was accepted once and
     /// did harm): the bus's ([`BusConfig::validate`]: queue bounds of 0, payloads the log
     /// cannot store, tiny segments, a size retention of 0) and a space spin that keeps a
     /// core busy.
     pub fn validate(&self) -> Result<(), BrokerError> {
-        self.bus().validate().map_err(BrokerError::Config)?;
+        self.bus.validate().map_err(BrokerError::Config)?;
         if self.space_spin > MAX_SPACE_SPIN {
             return Err(BrokerError::Config(format!(
                 "space_spin (--space-spin) is {:?}: at most {MAX_SPACE_SPIN:?} (it is a busy \
@@ -167,8 +119,11 @@ impl BrokerConfig {
     /// tests and embedded brokers want.
     pub fn ephemeral(data_dir: impl Into<PathBuf>) -> BrokerConfig {
         BrokerConfig {
-            listen: "tcp://127.0.0.1:*".to_string(),
-            data_dir: data_dir.into(),
+            bus: BusConfig {
+                listen: "tcp://127.0.0.1:*".to_string(),
+                data_dir: data_dir.into(),
+                ..BusConfig::default()
+            },
             ..BrokerConfig::default()
         }
     }
@@ -215,7 +170,7 @@ impl Broker {
         })?;
         let ctx = zmq::Context::new();
         // The log first: a data dir another broker holds is refused before anything else.
-        let bound = Bus::bind(&ctx, &config.bus())?;
+        let bound = Bus::bind(&ctx, &config.bus)?;
         let (space, link) = if config.serve_space {
             let (server, link) = start_space(&ctx, &config)?;
             (Some(server), Some(link))

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agora_broker::{Broker, BrokerConfig, DEFAULT_ENDPOINT};
+use agora_broker::{Broker, BrokerConfig, BusConfig, DEFAULT_ENDPOINT};
 use anyhow::Context;
 use clap::Parser;
 
@@ -110,21 +110,24 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("cannot install signal handlers")?;
     let config = BrokerConfig {
-        listen: args.listen,
-        events: args.events,
+        bus: BusConfig {
+            listen: args.listen,
+            events: args.events,
+            replay: args.replay,
+            data_dir: args.data,
+            max_payload: args.max_payload,
+            slow_consumer_timeout: args.slow_consumer_timeout,
+            events_hwm: args.events_hwm,
+            fsync: args.fsync,
+            retention_bytes: args.retention_bytes,
+            retention_age: args.retention_age,
+            segment_bytes: args.segment_bytes,
+            producer_ttl: args.producer_ttl,
+            ..BusConfig::default()
+        },
         space: args.space,
-        replay: args.replay,
-        data_dir: args.data,
-        max_payload: args.max_payload,
-        slow_consumer_timeout: args.slow_consumer_timeout,
-        events_hwm: args.events_hwm,
         serve_space: !args.no_space,
-        fsync: args.fsync,
         space_fsync: args.fsync,
-        retention_bytes: args.retention_bytes,
-        retention_age: args.retention_age,
-        segment_bytes: args.segment_bytes,
-        producer_ttl: args.producer_ttl,
         space_spin: args.space_spin,
         ..BrokerConfig::default()
     };
