@@ -614,6 +614,17 @@ fn background_round(store: &Weak<Store>, wal: &Wal, dir: &Path, options: &Persis
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The newest write-ahead log file in `dir`.
+    fn newest_wal(dir: &Path) -> PathBuf {
+        fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_str().and_then(parse_wal_name).is_some())
+            .map(|e| e.path())
+            .max()
+            .unwrap()
+    }
     use agora_tuplespace::Value;
     use agora_tuplespace::{Field, Template};
 
@@ -689,13 +700,7 @@ mod tests {
                 space.out(t(n)).unwrap();
             }
         }
-        let wal = fs::read_dir(dir.path())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_str().and_then(parse_wal_name).is_some())
-            .map(|e| e.path())
-            .max()
-            .unwrap();
+        let wal = newest_wal(dir.path());
         // Torn tail: half a record appended.
         let rec = frame(&out_payload(99, &t(99), 0));
         let mut f = OpenOptions::new().append(true).open(&wal).unwrap();
@@ -715,13 +720,7 @@ mod tests {
         space.out(t(4)).unwrap();
         drop(space);
         // Corrupt tail: flip a byte in the last record of the newest WAL.
-        let wal = fs::read_dir(dir.path())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_str().and_then(parse_wal_name).is_some())
-            .map(|e| e.path())
-            .max()
-            .unwrap();
+        let wal = newest_wal(dir.path());
         let mut bytes = fs::read(&wal).unwrap();
         let n = bytes.len();
         bytes[n - 2] ^= 0x55;

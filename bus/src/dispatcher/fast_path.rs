@@ -197,14 +197,8 @@ impl<S: agora_storage::EventStore + 'static> Dispatcher<S> {
         };
 
         if header.flags & FLAG_CONFIRM != 0 {
-            self.confirms.push(PendingConfirm {
-                offset,
-                seq,
-                address: reply.address.to_owned(),
-                request_id: reply.request_id,
-                // A REQ socket takes one reply per request; it cannot use batches.
-                batched: header.flags & FLAG_BATCH_ACKS != 0 && !reply.address.delimited,
-            });
+            self.confirms
+                .push(pending_confirm(reply, header, offset, seq));
         } else if header.flags & FLAG_ACK != 0 {
             // An ack says the event is out: a subscriber that subscribes after it never gets
             // the event. A ROOM publish's event is sent after this returns (see
@@ -237,13 +231,8 @@ impl<S: agora_storage::EventStore + 'static> Dispatcher<S> {
             && offset != protocol::UNKNOWN_OFFSET
             && offset >= durable
         {
-            self.confirms.push_retry(PendingConfirm {
-                offset,
-                seq,
-                address: reply.address.to_owned(),
-                request_id: reply.request_id,
-                batched: header.flags & FLAG_BATCH_ACKS != 0 && !reply.address.delimited,
-            });
+            self.confirms
+                .push_retry(pending_confirm(reply, header, offset, seq));
             return;
         }
         let ack = protocol::encode_publish_ack(offset, seq);
@@ -519,5 +508,17 @@ impl Egress {
             self.dropped += 1;
         }
         true
+    }
+}
+
+/// The confirm a publish (or its retry) from `reply` waits with until `offset` is durable.
+fn pending_confirm(reply: &ReplyTo<'_>, header: Header, offset: u64, seq: u64) -> PendingConfirm {
+    PendingConfirm {
+        offset,
+        seq,
+        address: reply.address.to_owned(),
+        request_id: reply.request_id,
+        // A REQ socket takes one reply per request; it cannot use batches.
+        batched: header.flags & FLAG_BATCH_ACKS != 0 && !reply.address.delimited,
     }
 }
